@@ -1,0 +1,103 @@
+"""What the cluster function does for one workspace: regroup its documents, keep category
+ids and labels where a group barely changed, name the rest, and store the result.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from autotag.clustering import Grouping, carry_over_ids, group_documents, jaccard, new_category_id
+from autotag.labels import name_categories
+from autotag.settings import Settings
+from autotag.store import Assignment, CategoryRecord, Store
+
+logger = logging.getLogger(__name__)
+
+# A category whose membership changed less than this keeps its label (and so its filter name).
+KEEP_LABEL_JACCARD = 0.8
+# Documents per category read for naming: the ones closest to its centre are the most typical.
+LABEL_SAMPLE = 100
+LABEL_TEXT_CHARS = 4000
+
+
+@dataclass(frozen=True)
+class RecomputeResult:
+    workspace: str
+    recomputed: bool
+    reason: str = ""
+    version: int = 0
+    documents: int = 0
+    categories: int = 0
+    kept_ids: int = 0
+
+
+def recompute_workspace(store: Store, settings: Settings, workspace: str, requested_version: int) -> RecomputeResult:
+    """Recompute `workspace` unless a clustering at or after `requested_version` already exists."""
+    with store.clustering_lock(workspace) as (change_version, clustered_version):
+        if clustered_version >= max(requested_version, 1) and clustered_version >= change_version:
+            return RecomputeResult(workspace, False, "already covered by a newer clustering", clustered_version)
+        ids, keys, vectors = store.load_embedded_vectors(workspace)
+        grouping = group_documents(vectors, min_groups=settings.min_categories, max_groups=settings.max_categories)
+        previous = store.load_categories(workspace)
+        categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous)
+        store.save_clustering(workspace, change_version, categories, assignments)
+    logger.info(
+        "recomputed %s: %d documents in %d categories (%d ids kept)",
+        workspace, len(ids), len(categories), kept,
+        extra={"workspace": workspace, "version": change_version},
+    )
+    return RecomputeResult(workspace, True, "", change_version, len(ids), len(categories), kept)
+
+
+def _categories(
+    store: Store,
+    workspace: str,
+    ids: list[int],
+    keys: list[str],
+    grouping: Grouping,
+    previous: list[CategoryRecord],
+) -> tuple[list[CategoryRecord], list[Assignment], int]:
+    members = [grouping.members(g) for g in range(grouping.k)]
+    member_ids = [{ids[i] for i in group} for group in members]
+    matched = carry_over_ids([set(c.document_ids) for c in previous], member_ids)
+    namings = name_categories([_typical_texts(store, workspace, ids, grouping, group) for group in members])
+
+    categories: list[CategoryRecord] = []
+    used_labels: set[str] = set()
+    kept = 0
+    for g, group in enumerate(members):
+        old = previous[matched[g]] if matched[g] is not None else None  # type: ignore[index]
+        if old is not None:
+            kept += 1
+            category_id = old.id
+        else:
+            category_id = new_category_id(workspace, [keys[i] for i in group])
+        label = namings[g].label
+        if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD:
+            label = old.label
+        if label.lower() in used_labels:
+            label = namings[g].label
+        used_labels.add(label.lower())
+        categories.append(
+            CategoryRecord(
+                id=category_id,
+                label=label,
+                keywords=namings[g].keywords,
+                centroid=grouping.centroids[g],
+                size=len(group),
+                document_ids=sorted(member_ids[g]),
+            )
+        )
+    assignments = [
+        Assignment(ids[i], categories[int(grouping.labels[i])].id, float(grouping.scores[i])) for i in range(len(ids))
+    ]
+    return categories, assignments, kept
+
+
+def _typical_texts(store: Store, workspace: str, ids: list[int], grouping: Grouping, group: np.ndarray) -> list[str]:
+    typical = group[np.argsort(-grouping.scores[group], kind="stable")][:LABEL_SAMPLE]
+    texts = store.load_texts(workspace, [ids[i] for i in typical], max_chars=LABEL_TEXT_CHARS)
+    return list(texts.values())

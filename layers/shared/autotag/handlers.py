@@ -1,0 +1,147 @@
+"""Entry logic of the functions: event in, domain call, response and metrics out.
+
+`functions/*/app.py` wrap these with Powertools' logger, tracer and metrics; the local
+driver and `autotag invoke` call the same functions, so what runs locally is what deploys.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from typing import Any
+
+from aws_lambda_powertools.metrics import Metrics, MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from pydantic import ValidationError
+
+from autotag.categorize import RecomputeResult, recompute_workspace
+from autotag.cluster_requests import ClusterRequest, send_cluster_requests
+from autotag.events import EventParseError, ObjectChange, is_sqs_event, parse_notification, parse_sqs_body
+from autotag.ingest import BatchReport, EmbedPipeline
+from autotag.runtime import Runtime, get_runtime
+
+logger = logging.getLogger(__name__)
+
+
+class RecordFailedError(Exception):
+    """Marks one SQS record as failed so it is retried and, after the last receive, dead-lettered."""
+
+
+def handle_embed(event: dict[str, Any], context: Any, metrics: Metrics | None = None) -> dict[str, Any]:
+    runtime = get_runtime()
+    if is_sqs_event(event):
+        return _embed_sqs_batch(runtime, event, context, metrics)
+    try:
+        changes = parse_notification(event)
+    except EventParseError as exc:
+        logger.error("rejected event: %s", exc)
+        raise
+    report = _embed(runtime, [("event", changes)], metrics)
+    failures = report.failures()
+    if failures:
+        # A direct (asynchronous) invocation is retried by Lambda and then sent to its
+        # on-failure destination; raising is how it learns the event failed.
+        raise RuntimeError(f"embedding failed: {failures['event']}")
+    return {"results": report.counts()}
+
+
+def _embed_sqs_batch(
+    runtime: Runtime, event: dict[str, Any], context: Any, metrics: Metrics | None
+) -> dict[str, Any]:
+    items: list[tuple[str, list[ObjectChange]]] = []
+    rejected: dict[str, str] = {}
+    for record in event["Records"]:
+        message_id = record["messageId"]
+        try:
+            items.append((message_id, parse_sqs_body(record["body"])))
+        except EventParseError as exc:
+            logger.error("rejected message %s: %s", message_id, exc, extra={"message_id": message_id})
+            rejected[message_id] = str(exc)
+    report = _embed(runtime, items, metrics)
+    failures = report.failures() | rejected
+    if metrics is not None and rejected:
+        metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(rejected))
+    return _partial_response(event, context, failures)
+
+
+def _embed(runtime: Runtime, items: list[tuple[str, list[ObjectChange]]], metrics: Metrics | None) -> BatchReport:
+    pipeline = EmbedPipeline(runtime.settings, runtime.store, runtime.embedder, runtime.s3)
+    report = pipeline.process(items)
+    _request_clustering(runtime, {c.workspace for _, changes in items for c in changes if c.workspace})
+    if metrics is not None:
+        for result, count in report.counts().items():
+            if count:
+                metrics.add_metric(name=f"Documents{result.capitalize()}", unit=MetricUnit.Count, value=count)
+    return report
+
+
+def _request_clustering(runtime: Runtime, workspaces: set[str]) -> None:
+    """One ClusterRequest per workspace whose categories are behind its documents.
+
+    Asking the database (not only what this batch changed) means a retry after a crash
+    between the write and the send still sends the request.
+    """
+    if not workspaces:
+        return
+    pending = runtime.store.pending_workspaces(sorted(workspaces))
+    if not pending:
+        return
+    if not runtime.settings.cluster_queue_url:
+        logger.warning("AUTOTAG_CLUSTER_QUEUE_URL is not set; not requesting clustering of %s", sorted(pending))
+        return
+    send_cluster_requests(runtime.sqs, runtime.settings.cluster_queue_url, pending)
+
+
+def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None = None) -> dict[str, Any]:
+    runtime = get_runtime()
+    if not is_sqs_event(event):
+        request = ClusterRequest.model_validate(event)
+        result = _recompute(runtime, request.workspace, request.change_version, metrics)
+        return _result_dict(result)
+    by_workspace: dict[str, list[str]] = defaultdict(list)
+    versions: dict[str, int] = {}
+    failures: dict[str, str] = {}
+    for record in event["Records"]:
+        try:
+            request = ClusterRequest.model_validate_json(record["body"])
+        except ValidationError as exc:
+            failures[record["messageId"]] = f"not a ClusterRequest: {exc.errors()[0]['msg']}"
+            logger.error("rejected message %s: %s", record["messageId"], failures[record["messageId"]])
+            continue
+        by_workspace[request.workspace].append(record["messageId"])
+        versions[request.workspace] = max(versions.get(request.workspace, 0), request.change_version)
+    # Several requests for one workspace in a batch: one recompute answers all of them.
+    for workspace, message_ids in by_workspace.items():
+        try:
+            _recompute(runtime, workspace, versions[workspace], metrics)
+        except Exception as exc:
+            logger.exception("recompute of %s failed", workspace)
+            runtime.store.conn.rollback()
+            failures.update(dict.fromkeys(message_ids, f"{type(exc).__name__}: {exc}"))
+    return _partial_response(event, context, failures)
+
+
+def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics | None) -> RecomputeResult:
+    result = recompute_workspace(runtime.store, runtime.settings, workspace, version)
+    if metrics is not None:
+        name = "ClusterRecomputes" if result.recomputed else "ClusterRequestsSkipped"
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+    if not result.recomputed:
+        logger.info("skipped %s: %s", workspace, result.reason)
+    return result
+
+
+def _result_dict(result: RecomputeResult) -> dict[str, Any]:
+    return json.loads(json.dumps(result.__dict__))  # type: ignore[no-any-return]
+
+
+def _partial_response(event: dict[str, Any], context: Any, failures: dict[str, str]) -> dict[str, Any]:
+    def record_handler(record: SQSRecord) -> None:
+        if record.message_id in failures:
+            raise RecordFailedError(failures[record.message_id])
+
+    # Report every failure as a batchItemFailure, even when all failed, instead of raising.
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)

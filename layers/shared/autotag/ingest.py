@@ -1,0 +1,301 @@
+"""What the embed function does with a batch of object changes.
+
+Order of work per invocation: decide cheaply what needs embedding (sequencer and ETag
+against the stored row), fetch and extract those objects, embed every chunk of every
+document in one provider call sequence, then write each document in its own transaction.
+A failure is confined to its document: the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from autotag.chunking import ChunkedText, chunk_text
+from autotag.embeddings import Embedder, Vectors, document_vector
+from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
+from autotag.extraction import Extracted, Skipped, extract
+from autotag.settings import Settings
+from autotag.store import DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store, StoredDocument
+
+logger = logging.getLogger(__name__)
+
+
+class Result(StrEnum):
+    EMBEDDED = "embedded"
+    UNCHANGED = "unchanged"  # same content and model as stored: nothing re-embedded
+    SKIPPED = "skipped"  # recorded with a reason (unsupported type, empty, too large...)
+    DELETED = "deleted"
+    IGNORED = "ignored"  # nothing to record: no workspace, stale event, object already gone
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    change: ObjectChange | None
+    result: Result
+    reason: str = ""
+
+
+@dataclass
+class _Work:
+    """One created object on its way through fetch → extract → chunk → embed → write."""
+
+    item: str
+    change: ObjectChange
+    ref: ObjectRef
+    version: ObjectVersion
+    sha256: str = ""
+    extracted: Extracted | None = None
+    chunked: ChunkedText | None = None
+    vectors: Vectors | None = None
+
+
+@dataclass
+class BatchReport:
+    outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
+    touched_workspaces: set[str] = field(default_factory=set)
+
+    def add(self, item: str, outcome: Outcome) -> None:
+        self.outcomes.setdefault(item, []).append(outcome)
+        log = logger.warning if outcome.result is Result.FAILED else logger.info
+        change = outcome.change
+        log(
+            "%s %s",
+            outcome.result.value,
+            change.key if change else item,
+            extra={"result": outcome.result.value, "reason": outcome.reason, "item": item},
+        )
+
+    def failures(self) -> dict[str, str]:
+        """Items (SQS message ids) with at least one failed change, and why."""
+        return {
+            item: "; ".join(o.reason for o in outcomes if o.result is Result.FAILED)
+            for item, outcomes in self.outcomes.items()
+            if any(o.result is Result.FAILED for o in outcomes)
+        }
+
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys((r.value for r in Result), 0)
+        for outcomes in self.outcomes.values():
+            for outcome in outcomes:
+                counts[outcome.result.value] += 1
+        return counts
+
+
+class EmbedPipeline:
+    def __init__(self, settings: Settings, store: Store, embedder: Embedder, s3: Any) -> None:
+        self.settings = settings
+        self.store = store
+        self.embedder = embedder
+        self.s3 = s3
+        self.chunk_tokens = min(settings.chunk_tokens, embedder.max_input_tokens)
+
+    def process(self, items: Sequence[tuple[str, Sequence[ObjectChange]]]) -> BatchReport:
+        """Process every change of every item (an SQS message id, or one direct invocation)."""
+        report = BatchReport()
+        work: list[_Work] = []
+        for item, changes in items:
+            for change in changes:
+                prepared = self._guarded(report, item, change, self._prepare)
+                if prepared is not None:
+                    work.append(prepared)
+        self._embed(report, work)
+        for unit in work:
+            if unit.vectors is not None:
+                self._guarded(report, unit.item, unit.change, lambda c, u=unit: self._write_embedded(u))
+        return report
+
+    def _guarded(self, report: BatchReport, item: str, change: ObjectChange, step: Any) -> Any:
+        try:
+            result = step(change)
+        except Exception as exc:  # one document's failure must not fail the batch
+            reason = f"{type(exc).__name__}: {exc}"
+            logger.exception("failed %s", change.key)
+            self._record_failure(change, reason)
+            report.add(item, Outcome(change, Result.FAILED, reason))
+            return None
+        if isinstance(result, Outcome):
+            if result.change is None:
+                result = replace(result, change=change)
+            report.add(item, result)
+            if result.result in (Result.EMBEDDED, Result.SKIPPED, Result.DELETED) and change.workspace:
+                report.touched_workspaces.add(change.workspace)
+            return None
+        if isinstance(result, _Work):
+            result.item = item
+            return result
+        return None
+
+    def _prepare(self, change: ObjectChange) -> Outcome | _Work:
+        workspace = change.workspace
+        if workspace is None:
+            return Outcome(change, Result.IGNORED, f"key {change.key!r} has no workspace segment")
+        ref = ObjectRef(workspace, change.bucket, change.key)
+        version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
+        if change.kind is ChangeKind.DELETED:
+            return self._delete(ref, version)
+        stored = self.store.get_document(ref)
+        if stored is not None and sequencer_is_older(change.sequencer, stored.sequencer):
+            return Outcome(change, Result.IGNORED, "event is older than the stored state of this key")
+        if self._same_object(stored, change):
+            return self._unchanged(ref, version)
+        return self._fetch_and_extract(_Work("", change, ref, version), stored)
+
+    def _same_object(self, stored: StoredDocument | None, change: ObjectChange) -> bool:
+        return (
+            stored is not None
+            and change.etag is not None
+            and stored.etag == change.etag
+            and stored.status in (DocumentStatus.EMBEDDED, DocumentStatus.SKIPPED)
+            and (stored.model == self.embedder.model or stored.status == DocumentStatus.SKIPPED)
+        )
+
+    def _unchanged(self, ref: ObjectRef, version: ObjectVersion) -> Outcome:
+        with self.store.locked_document(ref) as current:
+            if current is not None and sequencer_is_older(version.sequencer, current.sequencer):
+                return Outcome(None, Result.IGNORED, "event is older than the stored state of this key")
+            self.store.write_unchanged(ref, version)
+        return Outcome(None, Result.UNCHANGED, "content and model unchanged")
+
+    def _fetch_and_extract(self, unit: _Work, stored: StoredDocument | None) -> Outcome | _Work:
+        change = unit.change
+        fetched = self._fetch(change)
+        if isinstance(fetched, Outcome):
+            return fetched
+        data, version = fetched
+        unit.version = version
+        unit.sha256 = hashlib.sha256(data).hexdigest()
+        if (
+            stored is not None
+            and stored.status == DocumentStatus.EMBEDDED
+            and stored.content_sha256 == unit.sha256
+            and stored.model == self.embedder.model
+        ):
+            return self._unchanged(unit.ref, version)
+        extracted = extract(change.key, data)
+        if isinstance(extracted, Skipped):
+            return self._write_skipped(unit, extracted)
+        unit.extracted = extracted
+        unit.chunked = chunk_text(
+            extracted.text,
+            self.embedder.tokenizer,
+            max_tokens=self.chunk_tokens,
+            overlap=self.settings.chunk_overlap_tokens,
+            max_chunks=self.settings.max_chunks_per_document,
+        )
+        if not unit.chunked.chunks:
+            return self._write_skipped(unit, Skipped("no text content", extracted.content_type))
+        return unit
+
+    def _fetch(self, change: ObjectChange) -> tuple[bytes, ObjectVersion] | Outcome:
+        request: dict[str, str] = {"Bucket": change.bucket, "Key": change.key}
+        if change.version_id:
+            request["VersionId"] = change.version_id
+        try:
+            response = self.s3.get_object(**request)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "NoSuchVersion"):
+                raise
+            # Deleted (or overwritten) since the event; its own Object Deleted event follows.
+            return Outcome(change, Result.IGNORED, "object no longer exists")
+        body = response["Body"]
+        size = int(response.get("ContentLength", 0))
+        version = ObjectVersion(
+            etag=str(response.get("ETag", change.etag or "")).strip('"') or change.etag,
+            version_id=response.get("VersionId") or change.version_id,
+            sequencer=change.sequencer,
+            size_bytes=size,
+        )
+        if size > self.settings.max_object_bytes:
+            body.close()
+            ref = ObjectRef(change.workspace or "", change.bucket, change.key)
+            reason = f"object is {size} bytes, over the {self.settings.max_object_bytes}-byte limit"
+            return self._write_skipped(_Work("", change, ref, version), Skipped(reason, "application/octet-stream"))
+        return body.read(), version
+
+    def _write_skipped(self, unit: _Work, skipped: Skipped) -> Outcome:
+        with self.store.locked_document(unit.ref) as current:
+            if current is not None and sequencer_is_older(unit.version.sequencer, current.sequencer):
+                return Outcome(unit.change, Result.IGNORED, "a newer event for this key was processed meanwhile")
+            self.store.write_without_vector(
+                unit.ref,
+                unit.version,
+                status=DocumentStatus.SKIPPED,
+                reason=skipped.reason,
+                content_sha256=unit.sha256 or None,
+                content_type=skipped.content_type,
+            )
+        return Outcome(unit.change, Result.SKIPPED, skipped.reason)
+
+    def _delete(self, ref: ObjectRef, version: ObjectVersion) -> Outcome:
+        with self.store.locked_document(ref) as current:
+            if current is None:
+                return Outcome(None, Result.IGNORED, "deleted object was never recorded")
+            if sequencer_is_older(version.sequencer, current.sequencer):
+                return Outcome(None, Result.IGNORED, "event is older than the stored state of this key")
+            # A tombstone keeps the sequencer, so a late, older Object Created cannot resurrect it.
+            self.store.write_without_vector(ref, version, status=DocumentStatus.DELETED, reason="object deleted")
+        return Outcome(None, Result.DELETED)
+
+    def _embed(self, report: BatchReport, work: list[_Work]) -> None:
+        """All chunks of all documents in one embed call; on error, per document, to isolate it."""
+        if not work:
+            return
+        texts = [chunk.text for unit in work for chunk in self._chunks(unit)]
+        try:
+            vectors = self.embedder.embed(texts)
+        except Exception:
+            logger.warning("batched embedding failed; retrying document by document", exc_info=True)
+            for unit in work:
+                self._guarded(report, unit.item, unit.change, lambda c, u=unit: self._embed_one(u))
+            return
+        offset = 0
+        for unit in work:
+            count = len(self._chunks(unit))
+            unit.vectors = vectors[offset : offset + count]
+            offset += count
+
+    def _embed_one(self, unit: _Work) -> None:
+        unit.vectors = self.embedder.embed([chunk.text for chunk in self._chunks(unit)])
+
+    @staticmethod
+    def _chunks(unit: _Work) -> list[Any]:
+        assert unit.chunked is not None
+        return unit.chunked.chunks
+
+    def _write_embedded(self, unit: _Work) -> Outcome:
+        assert unit.extracted is not None and unit.chunked is not None and unit.vectors is not None
+        chunks = unit.chunked.chunks
+        content = EmbeddedContent(
+            content_sha256=unit.sha256,
+            content_type=unit.extracted.content_type,
+            title=unit.extracted.title,
+            model=self.embedder.model,
+            token_count=unit.chunked.total_tokens,
+            chunks=chunks,
+            chunk_vectors=unit.vectors,
+            vector=document_vector(unit.vectors, [c.token_count for c in chunks]),
+        )
+        with self.store.locked_document(unit.ref) as current:
+            if current is not None and sequencer_is_older(unit.version.sequencer, current.sequencer):
+                return Outcome(unit.change, Result.IGNORED, "a newer event for this key was processed meanwhile")
+            self.store.write_embedded(unit.ref, unit.version, content)
+        note = " (text beyond the chunk limit was not embedded)" if unit.chunked.truncated else ""
+        return Outcome(unit.change, Result.EMBEDDED, f"{len(chunks)} chunks{note}")
+
+    def _record_failure(self, change: ObjectChange, reason: str) -> None:
+        if change.workspace is None or change.kind is ChangeKind.DELETED:
+            return
+        try:
+            ref = ObjectRef(change.workspace, change.bucket, change.key)
+            self.store.write_failure(ref, ObjectVersion(change.etag, change.version_id, None, change.size), reason)
+        except Exception:  # the database itself may be what failed; the log line stands
+            logger.exception("could not record the failure of %s", change.key)
+            self.store.conn.rollback()

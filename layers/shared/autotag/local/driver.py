@@ -1,0 +1,170 @@
+"""Feeds queue batches to the real handlers the way Lambda's SQS event source mapping does:
+batches of the template's BatchSize, at most its concurrency in flight, failed records made
+visible again at once (instead of after the visibility timeout) and moved to the DLQ by the
+queue's own redrive policy after maxReceiveCount receives.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from autotag.local.stack import REGION, LocalStack, QueuePair, normalise_moto_event
+from autotag.local.template_rules import QueueRules
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class LocalContext:
+    """The parts of Lambda's context object that Powertools reads."""
+
+    function_name: str
+    timeout_seconds: int
+    memory_limit_in_mb: int = 1024
+    function_version: str = "$LATEST"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+    @property
+    def invoked_function_arn(self) -> str:
+        return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.timeout_seconds * 1000
+
+
+@dataclass
+class DrainStats:
+    invocations: int = 0
+    records: int = 0
+    failed_records: int = 0
+    crashed_invocations: int = 0
+
+
+def load_function(functions_dir: Path, name: str) -> Handler:
+    """Import functions/<name>/app.py (every function's module is called app) and return its handler."""
+    path = functions_dir / name / "app.py"
+    spec = importlib.util.spec_from_file_location(f"autotag_function_{name}", path)
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no handler module at {path}")
+    module: ModuleType = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    handler: Handler = module.lambda_handler
+    return handler
+
+
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str, *, normalise: bool) -> dict[str, Any]:
+    """The event Lambda's SQS poller would build from these received messages."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": normalise_moto_event(m["Body"]) if normalise else m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+class QueueDriver:
+    def __init__(
+        self,
+        stack: LocalStack,
+        queue: QueuePair,
+        rules: QueueRules,
+        handler: Handler,
+        function_name: str,
+        *,
+        normalise: bool = False,
+        on_batch: Callable[[DrainStats], None] | None = None,
+    ) -> None:
+        self.sqs = stack.sqs
+        self.queue = queue
+        self.rules = rules
+        self.handler = handler
+        self.function_name = function_name
+        self.normalise = normalise
+        self.on_batch = on_batch
+        self.stats = DrainStats()
+
+    def drain(self) -> DrainStats:
+        """Invoke the handler until the queue is empty (processed or dead-lettered)."""
+        with ThreadPoolExecutor(max_workers=self.rules.concurrency) as pool:
+            in_flight: dict[Future[dict[str, Any]], list[dict[str, Any]]] = {}
+            while True:
+                while len(in_flight) < self.rules.concurrency:
+                    messages = self._receive()
+                    if not messages:
+                        break
+                    event = sqs_event(messages, self.queue.arn, normalise=self.normalise)
+                    context = LocalContext(self.function_name, self.rules.function_timeout)
+                    in_flight[pool.submit(self.handler, event, context)] = messages
+                if not in_flight:
+                    return self.stats
+                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._settle(future, in_flight.pop(future))
+
+    def _receive(self) -> list[dict[str, Any]]:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue.url, MaxNumberOfMessages=self.rules.batch_size, AttributeNames=["All"]
+        )
+        return list(response.get("Messages", []))
+
+    def _settle(self, future: Future[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
+        self.stats.invocations += 1
+        self.stats.records += len(messages)
+        try:
+            response = future.result()
+            failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        except Exception:
+            # A crashed invocation fails the whole batch, as on Lambda.
+            logger.exception("%s invocation failed", self.function_name)
+            self.stats.crashed_invocations += 1
+            failed = {m["MessageId"] for m in messages}
+        self.stats.failed_records += len(failed)
+        for message in messages:
+            if message["MessageId"] in failed:
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+            else:
+                self.sqs.delete_message(QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"])
+        if self.on_batch is not None:
+            self.on_batch(self.stats)
+
+
+def dead_letters(stack: LocalStack, queue: QueuePair) -> list[dict[str, Any]]:
+    """Every message in the queue's DLQ (left there, as an operator would find them)."""
+    found: dict[str, dict[str, Any]] = {}
+    while True:
+        messages = stack.sqs.receive_message(
+            QueueUrl=queue.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30
+        ).get("Messages", [])
+        new = [m for m in messages if m["MessageId"] not in found]
+        if not new:
+            break
+        found.update({m["MessageId"]: m for m in new})
+    for message in found.values():
+        stack.sqs.change_message_visibility(
+            QueueUrl=queue.dlq_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+        )
+    return list(found.values())

@@ -1,0 +1,189 @@
+"""`autotag run`: the whole pipeline over a folder of documents, on this machine, offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from autotag.local.driver import DrainStats, Handler, LocalContext, QueueDriver, dead_letters, load_function
+from autotag.local.stack import LocalStack, local_aws
+from autotag.local.template_rules import load_rules
+from autotag.runtime import get_runtime, reset_runtime
+from autotag.store import CategoryRecord, DocumentRow
+
+# Powertools settings of a local run: no X-Ray daemon, metrics summarised by the run itself,
+# and only warnings in the log so progress stays readable.
+LOCAL_POWERTOOLS = {
+    "POWERTOOLS_SERVICE_NAME": "autotag",
+    "POWERTOOLS_METRICS_NAMESPACE": "Autotag",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+    "POWERTOOLS_METRICS_DISABLED": "true",
+    "POWERTOOLS_LOG_LEVEL": "WARNING",
+}
+
+
+@dataclass
+class LocalPipeline:
+    stack: LocalStack
+    embed: Handler
+    cluster: Handler
+    template: Path
+
+
+@contextmanager
+def local_pipeline(template: Path, data_dir: Path) -> Iterator[LocalPipeline]:
+    """moto stack + embedded database + the real handlers, configured from `template`."""
+    for key, value in LOCAL_POWERTOOLS.items():
+        os.environ.setdefault(key, value)
+    os.environ["AUTOTAG_DATA_DIR"] = str(data_dir)
+    rules = load_rules(template)
+    with local_aws():
+        reset_runtime()
+        bucket = get_runtime().settings.documents_bucket
+        stack = LocalStack(rules, bucket, data_dir)
+        stack.create()
+        os.environ["AUTOTAG_CLUSTER_QUEUE_URL"] = stack.cluster.url
+        reset_runtime()
+        runtime = get_runtime()
+        # Load the model and migrate once here, not in five racing handler threads.
+        runtime.embedder  # noqa: B018
+        runtime.store  # noqa: B018
+        functions = template.parent / "functions"
+        try:
+            yield LocalPipeline(stack, load_function(functions, "embed"), load_function(functions, "cluster"), template)
+        finally:
+            reset_runtime()
+
+
+def run(docs_dir: Path, workspace: str, out_dir: Path, *, template: Path, data_dir: Path, err: TextIO) -> dict[str, Any]:
+    if not docs_dir.is_dir():
+        raise SystemExit(f"error: {docs_dir} is not a directory")
+    if not workspace or "/" in workspace or workspace in {".", ".."}:
+        raise SystemExit("error: --workspace must be a single path segment, e.g. 'demo'")
+    files = _documents(docs_dir)
+    with local_pipeline(template, data_dir) as pipeline:
+        stack = pipeline.stack
+        keys = {f"{workspace}/{rel}": path for rel, path in files.items()}
+        stale = stack.stored_keys(workspace) - set(keys)
+        print(f"uploading {len(keys)} files to s3://{stack.bucket}/{workspace}/ ({len(stale)} removed)", file=err)
+        for key, path in sorted(keys.items()):
+            stack.upload(key, path.read_bytes())
+        for key in sorted(stale):
+            stack.delete(key)
+        _drain(pipeline, err)
+        runtime = get_runtime()
+        store = runtime.store
+        categories = store.load_categories(workspace)
+        rows = store.document_rows(workspace)
+        dead = dead_letters(stack, stack.ingest) + dead_letters(stack, stack.cluster)
+    result = _assignments(workspace, categories, rows, set(files))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "assignments.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    _print_summary(result, categories, rows, len(dead), out_dir, sys.stdout)
+    return result
+
+
+def _documents(docs_dir: Path) -> dict[str, Path]:
+    return {
+        path.relative_to(docs_dir).as_posix(): path
+        for path in sorted(docs_dir.rglob("*"))
+        if path.is_file() and not any(part.startswith(".") for part in path.relative_to(docs_dir).parts)
+    }
+
+
+def _drain(pipeline: LocalPipeline, err: TextIO) -> None:
+    rules = pipeline.stack.rules
+
+    def progress(name: str) -> Any:
+        def report(stats: DrainStats) -> None:
+            print(
+                f"  {name}: {stats.invocations} invocations, {stats.records} records, {stats.failed_records} retried",
+                file=err,
+            )
+
+        return report
+
+    while True:
+        embed = QueueDriver(
+            pipeline.stack, pipeline.stack.ingest, rules.ingest, pipeline.embed, "EmbedFunction",
+            normalise=True, on_batch=progress("EmbedFunction"),
+        ).drain()
+        cluster = QueueDriver(
+            pipeline.stack, pipeline.stack.cluster, rules.cluster, pipeline.cluster, "ClusterFunction",
+            on_batch=progress("ClusterFunction"),
+        ).drain()
+        if not embed.invocations and not cluster.invocations:
+            return
+
+
+def invoke(function: str, event_file: Path, *, template: Path, data_dir: Path) -> dict[str, Any]:
+    """One handler, one event file, against the local stack: what `sam local invoke -e` does."""
+    event = json.loads(event_file.read_text(encoding="utf-8"))
+    with local_pipeline(template, data_dir) as pipeline:
+        handler = pipeline.embed if function == "embed" else pipeline.cluster
+        timeout = (pipeline.stack.rules.ingest if function == "embed" else pipeline.stack.rules.cluster).function_timeout
+        name = "EmbedFunction" if function == "embed" else "ClusterFunction"
+        return handler(event, LocalContext(name, timeout))
+
+
+def _assignments(
+    workspace: str, categories: list[CategoryRecord], rows: list[DocumentRow], files: set[str]
+) -> dict[str, Any]:
+    prefix = f"{workspace}/"
+    documents = []
+    seen = set()
+    for row in rows:
+        key = row.key.removeprefix(prefix)
+        seen.add(key)
+        documents.append(
+            {
+                "key": key,
+                "category_id": row.category_id,
+                "label": row.label,
+                "score": None if row.score is None else round(float(row.score), 4),
+                "status": row.status,
+                "reason": row.reason,
+            }
+        )
+    for key in sorted(files - seen):
+        # Never recorded: its event could not be processed and went to the DLQ.
+        documents.append(
+            {"key": key, "category_id": None, "label": None, "score": None, "status": "failed",
+             "reason": "event not processed; see the ingest DLQ"}
+        )
+    ordered = sorted(categories, key=lambda c: (-c.size, c.label))
+    return {
+        "workspace": workspace,
+        "categories": [{"id": c.id, "label": c.label, "keywords": c.keywords, "size": c.size} for c in ordered],
+        "documents": sorted(documents, key=lambda d: d["key"]),
+    }
+
+
+def _print_summary(
+    result: dict[str, Any], categories: list[CategoryRecord], rows: list[DocumentRow], dead: int, out_dir: Path,
+    out: TextIO,
+) -> None:
+    by_category: dict[str, list[str]] = {}
+    for document in result["documents"]:
+        if document["category_id"]:
+            by_category.setdefault(document["category_id"], []).append(document["key"])
+    width = max([len(c["label"]) for c in result["categories"]] + [8])
+    print(f"\n{'category':<{width}}  {'size':>5}  examples", file=out)
+    for category in result["categories"]:
+        examples = ", ".join(sorted(by_category.get(category["id"], []))[:3])
+        print(f"{category['label']:<{width}}  {category['size']:>5}  {examples}", file=out)
+    statuses = Counter(d["status"] for d in result["documents"])
+    print("\n" + ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())), file=out)
+    for document in result["documents"]:
+        if document["status"] in ("skipped", "failed"):
+            print(f"  {document['status']}: {document['key']} ({document['reason']})", file=out)
+    if dead:
+        print(f"{dead} message(s) in dead-letter queues", file=out)
+    print(f"wrote {out_dir / 'assignments.json'}", file=out)

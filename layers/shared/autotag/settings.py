@@ -1,0 +1,144 @@
+"""One typed settings object, parsed from environment variables once at start-up.
+
+A wrong or missing setting must fail at cold start with a message an operator can act on,
+not deep inside a request, so every check lives here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbeddingProvider(StrEnum):
+    LOCAL = "local"
+    OPENAI = "openai"
+
+
+class Labeler(StrEnum):
+    KEYWORDS = "keywords"
+
+
+LOCAL_MODEL = "all-MiniLM-L6-v2"
+DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
+
+# Native output sizes; a model not listed needs AUTOTAG_EMBEDDING_DIMENSIONS.
+KNOWN_DIMENSIONS: dict[str, int] = {
+    LOCAL_MODEL: 384,
+    "text-embedding-3-small": 1536,
+    "text-embedding-3-large": 3072,
+    "text-embedding-ada-002": 1536,
+}
+# Models that accept the `dimensions` request parameter (Matryoshka truncation).
+SHORTENABLE_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
+
+
+class SettingsError(RuntimeError):
+    """Raised at start-up when the environment does not describe a runnable configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTOTAG_", extra="ignore", frozen=True)
+
+    embedding_provider: EmbeddingProvider = EmbeddingProvider.LOCAL
+    embedding_model: str = ""
+    embedding_dimensions: int = Field(default=0, ge=0, le=16000)
+
+    # The openai client reads OPENAI_API_KEY / OPENAI_BASE_URL itself; in AWS the key comes
+    # from Secrets Manager instead of a plain environment variable.
+    openai_api_key: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_API_KEY"))
+    openai_base_url: str | None = Field(default=None, validation_alias=AliasChoices("OPENAI_BASE_URL"))
+    openai_api_key_secret_arn: str | None = None
+    openai_timeout_seconds: float = Field(default=30.0, gt=0)
+    openai_max_retries: int = Field(default=3, ge=0, le=10)
+
+    chunk_tokens: int = Field(default=0, ge=0, le=8191)
+    chunk_overlap_tokens: int = Field(default=32, ge=0)
+    max_chunks_per_document: int = Field(default=64, ge=1)
+    max_object_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "AUTOTAG_DATABASE_URL")
+    )
+    database_secret_arn: str | None = None
+    database_host: str | None = None
+    database_name: str = "autotag"
+    database_sslmode: str = "prefer"
+
+    data_dir: Path = Path(".autotag")
+    documents_bucket: str = "autotag-local-documents"
+    cluster_queue_url: str | None = None
+
+    min_categories: int = Field(default=2, ge=1)
+    max_categories: int = Field(default=30, ge=1, le=200)
+    labeler: Labeler = Labeler.KEYWORDS
+
+    @model_validator(mode="after")
+    def _fill_model_defaults(self) -> Settings:
+        # frozen model: defaults that depend on other fields are set through object.__setattr__
+        if not self.embedding_model:
+            default = LOCAL_MODEL if self.embedding_provider is EmbeddingProvider.LOCAL else DEFAULT_OPENAI_MODEL
+            object.__setattr__(self, "embedding_model", default)
+        if self.embedding_provider is EmbeddingProvider.LOCAL and self.embedding_model != LOCAL_MODEL:
+            raise ValueError(f"AUTOTAG_EMBEDDING_MODEL: the local provider only ships {LOCAL_MODEL!r}")
+        native = KNOWN_DIMENSIONS.get(self.embedding_model)
+        if not self.embedding_dimensions:
+            if native is None:
+                raise ValueError(
+                    f"AUTOTAG_EMBEDDING_DIMENSIONS is required for model {self.embedding_model!r} "
+                    "(its vector size is not known to autotag)"
+                )
+            object.__setattr__(self, "embedding_dimensions", native)
+        elif native is not None and self.embedding_dimensions != native:
+            if self.embedding_model not in SHORTENABLE_MODELS or self.embedding_dimensions > native:
+                raise ValueError(
+                    f"AUTOTAG_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
+                    f"{self.embedding_model!r}, which produces {native}-dimensional vectors"
+                )
+        if not self.chunk_tokens:
+            object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider is EmbeddingProvider.LOCAL else 512)
+        if self.chunk_overlap_tokens >= self.chunk_tokens:
+            raise ValueError("AUTOTAG_CHUNK_OVERLAP_TOKENS must be smaller than AUTOTAG_CHUNK_TOKENS")
+        if self.min_categories > self.max_categories:
+            raise ValueError("AUTOTAG_MIN_CATEGORIES must not exceed AUTOTAG_MAX_CATEGORIES")
+        if (
+            self.embedding_provider is EmbeddingProvider.OPENAI
+            and not self.openai_api_key
+            and not self.openai_api_key_secret_arn
+        ):
+            raise ValueError(
+                "the openai provider needs OPENAI_API_KEY (local runs) or "
+                "AUTOTAG_OPENAI_API_KEY_SECRET_ARN (AWS, read from Secrets Manager)"
+            )
+        return self
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not self.database_url and not self.database_secret_arn
+
+
+def load_settings() -> Settings:
+    """Parse settings from the process environment or raise SettingsError."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(_describe(dict(err)) for err in exc.errors())
+        raise SettingsError(f"invalid autotag configuration: {problems}") from None
+
+
+def _describe(err: dict[str, object]) -> str:
+    location = [str(part) for part in err.get("loc") or () if part]  # type: ignore[attr-defined]
+    message = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if not location:
+        return message
+    return f"AUTOTAG_{location[0].upper()}: {message}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use (a Lambda cold start)."""
+    return load_settings()

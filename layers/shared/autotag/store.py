@@ -1,0 +1,351 @@
+"""Every read and write of documents, chunks, categories and workspace bookkeeping.
+
+All queries are parameterised and scoped by workspace. Writes for one document happen in
+one transaction under a per-key advisory lock, so concurrent events for the same object
+(S3 delivers at least once and out of order) serialise instead of interleaving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import psycopg
+from psycopg.rows import class_row
+
+from autotag.chunking import Chunk
+from autotag.embeddings import Vectors
+
+Connection = psycopg.Connection[Any]
+
+
+def as_array(value: Any) -> Vectors:
+    """A pgvector value as a float32 numpy array (the adapter returns its own Vector type)."""
+    raw = value.to_numpy() if hasattr(value, "to_numpy") else value
+    return np.asarray(raw, dtype=np.float32)
+
+
+class DocumentStatus:
+    EMBEDDED = "embedded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    workspace: str
+    bucket: str
+    key: str
+
+
+@dataclass(frozen=True)
+class StoredDocument:
+    id: int
+    status: str
+    etag: str | None
+    sequencer: str | None
+    content_sha256: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class ObjectVersion:
+    etag: str | None
+    version_id: str | None
+    sequencer: str | None
+    size_bytes: int | None
+
+
+@dataclass(frozen=True)
+class EmbeddedContent:
+    content_sha256: str
+    content_type: str
+    title: str
+    model: str
+    token_count: int
+    chunks: Sequence[Chunk]
+    chunk_vectors: Vectors
+    vector: Vectors
+
+
+@dataclass(frozen=True)
+class CategoryRecord:
+    id: str
+    label: str
+    keywords: list[str]
+    centroid: Vectors
+    size: int
+    document_ids: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Assignment:
+    document_id: int
+    category_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class DocumentRow:
+    id: int
+    key: str
+    title: str | None
+    status: str
+    reason: str | None
+    category_id: str | None
+    label: str | None
+    score: float | None
+
+
+class Store:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # --- documents -----------------------------------------------------------------
+
+    def get_document(self, ref: ObjectRef) -> StoredDocument | None:
+        with self.conn.cursor(row_factory=class_row(StoredDocument)) as cur:
+            cur.execute(
+                "SELECT id, status, etag, sequencer, content_sha256, model FROM documents"
+                " WHERE workspace = %s AND bucket = %s AND key = %s",
+                (ref.workspace, ref.bucket, ref.key),
+            )
+            row = cur.fetchone()
+        self.conn.commit()
+        return row
+
+    @contextmanager
+    def locked_document(self, ref: ObjectRef) -> Iterator[StoredDocument | None]:
+        """A transaction holding the key's lock, yielding the document's current state."""
+        with self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,)
+            )
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (f"{ref.workspace}\n{ref.bucket}\n{ref.key}",),
+            )
+            with self.conn.cursor(row_factory=class_row(StoredDocument)) as cur:
+                cur.execute(
+                    "SELECT id, status, etag, sequencer, content_sha256, model FROM documents"
+                    " WHERE workspace = %s AND bucket = %s AND key = %s",
+                    (ref.workspace, ref.bucket, ref.key),
+                )
+                yield cur.fetchone()
+
+    def write_embedded(self, ref: ObjectRef, version: ObjectVersion, content: EmbeddedContent) -> None:
+        """Inside `locked_document`: store the document, its chunks and vectors; move the workspace on."""
+        row = self.conn.execute(
+            "INSERT INTO documents (workspace, bucket, key, etag, version_id, sequencer, size_bytes,"
+            " content_sha256, content_type, title, status, reason, model, token_count, chunk_count,"
+            " embedding, embedded_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', NULL, %s, %s, %s, %s, now())"
+            " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
+            " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
+            " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
+            " title = EXCLUDED.title, status = 'embedded', reason = NULL, model = EXCLUDED.model,"
+            " token_count = EXCLUDED.token_count, chunk_count = EXCLUDED.chunk_count,"
+            " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now()"
+            " RETURNING id",
+            (
+                ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer,
+                version.size_bytes, content.content_sha256, content.content_type, content.title,
+                content.model, content.token_count, len(content.chunks), content.vector,
+            ),
+        ).fetchone()
+        assert row is not None
+        document_id = int(row[0])
+        self.conn.execute("DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id))
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO chunks (document_id, workspace, ordinal, text, token_count, embedding)"
+                " VALUES (%s, %s, %s, %s, %s, %s)",
+                [
+                    (document_id, ref.workspace, chunk.ordinal, chunk.text, chunk.token_count, vector)
+                    for chunk, vector in zip(content.chunks, content.chunk_vectors, strict=True)
+                ],
+            )
+        self._bump(ref.workspace)
+
+    def write_unchanged(self, ref: ObjectRef, version: ObjectVersion) -> None:
+        """Inside `locked_document`: same content and model; only the object's identity moved on."""
+        self.conn.execute(
+            "UPDATE documents SET etag = %s, version_id = %s, sequencer = %s, updated_at = now()"
+            " WHERE workspace = %s AND bucket = %s AND key = %s",
+            (version.etag, version.version_id, version.sequencer, ref.workspace, ref.bucket, ref.key),
+        )
+
+    def write_without_vector(
+        self,
+        ref: ObjectRef,
+        version: ObjectVersion,
+        *,
+        status: str,
+        reason: str,
+        content_sha256: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Inside `locked_document`: a skipped or deleted object keeps a row (with its sequencer) but no vectors."""
+        row = self.conn.execute(
+            "INSERT INTO documents (workspace, bucket, key, etag, version_id, sequencer, size_bytes,"
+            " content_sha256, content_type, status, reason)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
+            " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
+            " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
+            " status = EXCLUDED.status, reason = EXCLUDED.reason, embedding = NULL, model = NULL,"
+            " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now()"
+            " RETURNING id, (SELECT status FROM documents WHERE workspace = %s AND bucket = %s AND key = %s)",
+            (
+                ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer,
+                version.size_bytes, content_sha256, content_type, status, reason,
+                ref.workspace, ref.bucket, ref.key,
+            ),
+        ).fetchone()
+        assert row is not None
+        document_id, previous_status = int(row[0]), row[1]
+        self.conn.execute("DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id))
+        self.conn.execute(
+            "DELETE FROM document_categories WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id)
+        )
+        if previous_status == DocumentStatus.EMBEDDED:
+            self._bump(ref.workspace)
+
+    def write_failure(self, ref: ObjectRef, version: ObjectVersion, reason: str) -> None:
+        """Record why the latest attempt failed, where an operator will look for it.
+
+        A document that is already embedded keeps its vector and category until a retry
+        succeeds; the sequencer is left alone so the retry of the same event is not "older".
+        """
+        with self.conn.transaction():
+            self.conn.execute(
+                "INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,)
+            )
+            self.conn.execute(
+                "INSERT INTO documents (workspace, bucket, key, etag, version_id, size_bytes, status, reason)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s)"
+                " ON CONFLICT (workspace, bucket, key) DO UPDATE SET"
+                " status = CASE WHEN documents.status = 'embedded' THEN 'embedded' ELSE 'failed' END,"
+                " reason = EXCLUDED.reason, updated_at = now()",
+                (ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.size_bytes, reason),
+            )
+
+    def _bump(self, workspace: str) -> None:
+        self.conn.execute(
+            "UPDATE workspaces SET change_version = change_version + 1 WHERE workspace = %s", (workspace,)
+        )
+
+    # --- workspaces ----------------------------------------------------------------
+
+    def pending_workspaces(self, workspaces: Sequence[str]) -> dict[str, int]:
+        """Workspaces among `workspaces` whose categories are behind their documents, with their version."""
+        rows = self.conn.execute(
+            "SELECT workspace, change_version FROM workspaces"
+            " WHERE workspace = ANY(%s) AND change_version > clustered_version",
+            (list(workspaces),),
+        ).fetchall()
+        self.conn.commit()
+        return {str(workspace): int(version) for workspace, version in rows}
+
+    @contextmanager
+    def clustering_lock(self, workspace: str) -> Iterator[tuple[int, int]]:
+        """A transaction holding the workspace's clustering lock, yielding (change, clustered) versions."""
+        with self.conn.transaction():
+            self.conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (f"cluster\n{workspace}",)
+            )
+            row = self.conn.execute(
+                "SELECT change_version, clustered_version FROM workspaces WHERE workspace = %s", (workspace,)
+            ).fetchone()
+            yield (int(row[0]), int(row[1])) if row else (0, 0)
+
+    # --- clustering ------------------------------------------------------------------
+
+    def load_embedded_vectors(self, workspace: str) -> tuple[list[int], list[str], Vectors]:
+        """Ids, keys and the (n, dimensions) matrix of the workspace's embedded documents."""
+        rows = self.conn.execute(
+            "SELECT id, key, embedding FROM documents WHERE workspace = %s AND status = 'embedded' ORDER BY key",
+            (workspace,),
+        ).fetchall()
+        if not rows:
+            return [], [], np.zeros((0, 0), dtype=np.float32)
+        matrix = np.vstack([as_array(row[2]) for row in rows])
+        return [int(row[0]) for row in rows], [str(row[1]) for row in rows], matrix
+
+    def load_texts(self, workspace: str, document_ids: Sequence[int], *, max_chars: int) -> dict[int, str]:
+        """Title plus the opening chunks of each document, up to `max_chars` characters."""
+        rows = self.conn.execute(
+            "SELECT d.id, coalesce(d.title, ''), string_agg(c.text, ' ' ORDER BY c.ordinal)"
+            " FROM documents d JOIN chunks c ON c.document_id = d.id AND c.workspace = d.workspace"
+            " WHERE d.workspace = %s AND d.id = ANY(%s) AND c.ordinal < 8"
+            " GROUP BY d.id, d.title",
+            (workspace, list(document_ids)),
+        ).fetchall()
+        return {int(doc_id): f"{title}\n{text}"[:max_chars] for doc_id, title, text in rows}
+
+    def load_categories(self, workspace: str) -> list[CategoryRecord]:
+        rows = self.conn.execute(
+            "SELECT c.id, c.label, c.keywords, c.centroid, c.size,"
+            " coalesce(array_agg(dc.document_id ORDER BY dc.document_id)"
+            "   FILTER (WHERE dc.document_id IS NOT NULL), '{}')"
+            " FROM categories c LEFT JOIN document_categories dc"
+            "   ON dc.workspace = c.workspace AND dc.category_id = c.id"
+            " WHERE c.workspace = %s GROUP BY c.workspace, c.id ORDER BY c.id",
+            (workspace,),
+        ).fetchall()
+        return [
+            CategoryRecord(
+                id=row[0], label=row[1], keywords=list(row[2]), centroid=as_array(row[3]),
+                size=int(row[4]), document_ids=[int(i) for i in row[5]],
+            )
+            for row in rows
+        ]
+
+    def save_clustering(
+        self, workspace: str, version: int, categories: Sequence[CategoryRecord], assignments: Sequence[Assignment]
+    ) -> None:
+        """Inside `clustering_lock`: replace the workspace's categories and assignments atomically."""
+        keep = [category.id for category in categories]
+        self.conn.execute("DELETE FROM document_categories WHERE workspace = %s", (workspace,))
+        self.conn.execute(
+            "DELETE FROM categories WHERE workspace = %s AND NOT (id = ANY(%s))", (workspace, keep)
+        )
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO categories (workspace, id, label, keywords, centroid, size) VALUES (%s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (workspace, id) DO UPDATE SET label = EXCLUDED.label, keywords = EXCLUDED.keywords,"
+                " centroid = EXCLUDED.centroid, size = EXCLUDED.size,"
+                " updated_at = CASE WHEN (categories.label, categories.size) IS DISTINCT FROM"
+                "   (EXCLUDED.label, EXCLUDED.size) THEN now() ELSE categories.updated_at END",
+                [(workspace, c.id, c.label, c.keywords, c.centroid, c.size) for c in categories],
+            )
+            cur.executemany(
+                "INSERT INTO document_categories (workspace, document_id, category_id, score)"
+                " SELECT %s, d.id, %s, %s FROM documents d"
+                " WHERE d.workspace = %s AND d.id = %s AND d.status = 'embedded'",
+                [(workspace, a.category_id, a.score, workspace, a.document_id) for a in assignments],
+            )
+        self.conn.execute(
+            "UPDATE workspaces SET clustered_version = %s, clustered_at = now() WHERE workspace = %s",
+            (version, workspace),
+        )
+
+    # --- reporting -------------------------------------------------------------------
+
+    def document_rows(self, workspace: str) -> list[DocumentRow]:
+        with self.conn.cursor(row_factory=class_row(DocumentRow)) as cur:
+            cur.execute(
+                "SELECT d.id, d.key, d.title, d.status, d.reason, dc.category_id, c.label, dc.score"
+                " FROM documents d"
+                " LEFT JOIN document_categories dc ON dc.document_id = d.id AND dc.workspace = d.workspace"
+                " LEFT JOIN categories c ON c.workspace = dc.workspace AND c.id = dc.category_id"
+                " WHERE d.workspace = %s AND d.status <> 'deleted' ORDER BY d.key",
+                (workspace,),
+            )
+            rows = cur.fetchall()
+        self.conn.commit()
+        return rows
