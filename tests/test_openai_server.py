@@ -88,9 +88,7 @@ def test_token_inputs(client: openai.OpenAI) -> None:
 
 
 @pytest.mark.parametrize("bad_input", ["", ["ok", ""], [], ["x"] * 2049])
-def test_invalid_embedding_inputs_rejected(
-    server: FakeOpenAIServer, client: openai.OpenAI, bad_input: object
-) -> None:
+def test_invalid_embedding_inputs_rejected(server: FakeOpenAIServer, client: openai.OpenAI, bad_input: object) -> None:
     with pytest.raises(openai.BadRequestError) as excinfo:
         client.embeddings.create(model=MODEL, input=bad_input)  # type: ignore[arg-type]
     assert excinfo.value.param == "input"
@@ -109,9 +107,7 @@ def test_rate_limit_injection(server: FakeOpenAIServer, client: openai.OpenAI) -
     assert len(server.embedding_requests()) == 1
 
 
-def test_injection_path_filter_and_custom_body(
-    server: FakeOpenAIServer, client: openai.OpenAI
-) -> None:
+def test_injection_path_filter_and_custom_body(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     server.inject(
         400,
         path="/v1/embeddings",
@@ -124,17 +120,13 @@ def test_injection_path_filter_and_custom_body(
 
 def test_single_503_is_retried(server: FakeOpenAIServer) -> None:
     server.inject(503)
-    with openai.OpenAI(
-        base_url=server.base_url, api_key="test", max_retries=2
-    ) as retrying:
+    with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=2) as retrying:
         response = retrying.embeddings.create(model=MODEL, input=["retry me"])
     assert len(response.data) == 1
     assert [r.status for r in server.requests] == [503, 200]
 
 
-def test_delay_triggers_client_timeout(
-    server: FakeOpenAIServer, client: openai.OpenAI
-) -> None:
+def test_delay_triggers_client_timeout(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     server.inject_delay(5.0)
     started = time.monotonic()
     with pytest.raises(openai.APITimeoutError):
@@ -149,9 +141,7 @@ def test_delay_triggers_client_timeout(
     assert len(server.embedding_requests()) == 1
 
 
-def test_reset_raises_connection_error(
-    server: FakeOpenAIServer, client: openai.OpenAI
-) -> None:
+def test_reset_raises_connection_error(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     server.inject_reset()
     with pytest.raises(openai.APIConnectionError):
         client.embeddings.create(model=MODEL, input="dropped")
@@ -160,9 +150,7 @@ def test_reset_raises_connection_error(
 
 
 def test_chat_completion(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
-    messages: list[ChatCompletionMessageParam] = [
-        {"role": "user", "content": "Name this cluster"}
-    ]
+    messages: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Name this cluster"}]
     completion = client.chat.completions.create(model="gpt-4o-mini", messages=messages)
     assert completion.choices[0].message.content == "Contracts and Leases"
     assert completion.usage is not None and completion.usage.total_tokens > 0
@@ -175,30 +163,20 @@ def test_chat_completion(server: FakeOpenAIServer, client: openai.OpenAI) -> Non
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
-    assert (
-        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-        == "Recipes"
-    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Recipes"
     assert chunks[-1].usage is not None
 
 
-def test_models_and_unknown_path(
-    server: FakeOpenAIServer, client: openai.OpenAI
-) -> None:
+def test_models_and_unknown_path(server: FakeOpenAIServer, client: openai.OpenAI) -> None:
     assert MODEL in [m.id for m in client.models.list()]
     with pytest.raises(urllib.error.HTTPError) as excinfo:
         urllib.request.urlopen(server.base_url + "/nope", timeout=5)
     assert excinfo.value.code == 404
-    assert (
-        json.loads(excinfo.value.read())["error"]["message"]
-        == "Invalid URL (GET /v1/nope)"
-    )
+    assert json.loads(excinfo.value.read())["error"]["message"] == "Invalid URL (GET /v1/nope)"
     excinfo.value.close()
 
 
-def test_server_is_quiet(
-    server: FakeOpenAIServer, client: openai.OpenAI, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_server_is_quiet(server: FakeOpenAIServer, client: openai.OpenAI, capfd: pytest.CaptureFixture[str]) -> None:
     server.inject_reset()
     with pytest.raises(openai.APIConnectionError):
         client.embeddings.create(model=MODEL, input="x")

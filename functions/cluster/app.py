@@ -7,6 +7,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from autotag.handlers import handle_cluster
 
+# The logger is named after the service, "autotag": the parent of every package logger, so
+# domain log lines come out structured, with the Lambda context, too.
 logger = Logger()
 tracer = Tracer()
 metrics = Metrics()

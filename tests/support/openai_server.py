@@ -28,6 +28,7 @@ environment the project already has.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import math
@@ -236,9 +237,7 @@ def fake_embedding(value: str | Sequence[int], dimensions: int = 1536) -> FloatV
     if isinstance(value, str):
         return _vector(_text_words(value), _text_identity(value), dimensions)
     tokens = list(value)
-    return _vector(
-        [str(token) for token in tokens], _tokens_identity(tokens), dimensions
-    )
+    return _vector([str(token) for token in tokens], _tokens_identity(tokens), dimensions)
 
 
 def _rough_tokens(text: str) -> int:
@@ -259,9 +258,7 @@ def _is_int(value: object) -> bool:
 
 def _check_tokens(tokens: list[Any]) -> list[int]:
     if not tokens:
-        raise _APIError(
-            400, "'$.input' is invalid: token arrays must not be empty.", param="input"
-        )
+        raise _APIError(400, "'$.input' is invalid: token arrays must not be empty.", param="input")
     if not all(_is_int(token) and token >= 0 for token in tokens):
         raise _APIError(
             400,
@@ -280,17 +277,9 @@ def _embedding_inputs(value: object) -> list[str | list[int]]:
     elif isinstance(value, list) and value and all(_is_int(item) for item in value):
         # A flat list of ints is ONE pre-tokenised input, not many.
         items = [_check_tokens(value)]
-    elif (
-        isinstance(value, list)
-        and value
-        and all(isinstance(item, str) for item in value)
-    ):
+    elif isinstance(value, list) and value and all(isinstance(item, str) for item in value):
         items = cast(list[str | list[int]], list(value))
-    elif (
-        isinstance(value, list)
-        and value
-        and all(isinstance(item, list) for item in value)
-    ):
+    elif isinstance(value, list) and value and all(isinstance(item, list) for item in value):
         items = [_check_tokens(item) for item in value]
     else:
         raise _APIError(
@@ -306,9 +295,7 @@ def _embedding_inputs(value: object) -> list[str | list[int]]:
             param="input",
         )
     if any(item == "" for item in items):
-        raise _APIError(
-            400, "'$.input' is invalid: input cannot be an empty string.", param="input"
-        )
+        raise _APIError(400, "'$.input' is invalid: input cannot be an empty string.", param="input")
     return items
 
 
@@ -328,9 +315,7 @@ def _message_text(message: object) -> str:
     if isinstance(content, list):
         # Multi-part content: only the text parts count towards the estimate.
         return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and isinstance(part.get("text"), str)
+            part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str)
         )
     return ""
 
@@ -448,9 +433,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError):
             decoded = None
         if not isinstance(decoded, dict):
-            return {}, _APIError(
-                400, "We could not parse the JSON body of your request."
-            )
+            return {}, _APIError(400, "We could not parse the JSON body of your request.")
         return cast(dict[str, Any], decoded), None
 
     def _dispatch(self) -> None:
@@ -466,39 +449,25 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reset()
                 return
             if fault is not None:
-                extra = (
-                    {}
-                    if fault.retry_after is None
-                    else {"Retry-After": _format_seconds(fault.retry_after)}
-                )
-                error = (
-                    fault.body if fault.body is not None else _error_body(fault.status)
-                )
-                self._send(
-                    record, _Response(fault.status, _json_bytes(error), headers=extra)
-                )
+                extra = {} if fault.retry_after is None else {"Retry-After": _format_seconds(fault.retry_after)}
+                error = fault.body if fault.body is not None else _error_body(fault.status)
+                self._send(record, _Response(fault.status, _json_bytes(error), headers=extra))
                 return
             self._send(record, self._answer(path, body, body_error))
         except OSError:
             # The client vanished mid-response; nothing useful left to do.
             self.close_connection = True
 
-    def _answer(
-        self, path: str, body: dict[str, Any], body_error: _APIError | None
-    ) -> _Response:
+    def _answer(self, path: str, body: dict[str, Any], body_error: _APIError | None) -> _Response:
         try:
             if body_error is not None:
                 raise body_error
             return self._route(path, body)
         except _APIError as exc:
-            payload = _error_body(
-                exc.status, exc.message, param=exc.param, code=exc.code
-            )
+            payload = _error_body(exc.status, exc.message, param=exc.param, code=exc.code)
             return _Response(exc.status, _json_bytes(payload))
-        except Exception as exc:  # noqa: BLE001 - a helper bug must surface as a 500, not a hang
-            return _Response(
-                500, _json_bytes(_error_body(500, f"FakeOpenAIServer bug: {exc!r}"))
-            )
+        except Exception as exc:
+            return _Response(500, _json_bytes(_error_body(500, f"FakeOpenAIServer bug: {exc!r}")))
 
     def _route(self, path: str, body: dict[str, Any]) -> _Response:
         owner = self.server.owner
@@ -560,9 +529,7 @@ class _Handler(BaseHTTPRequestHandler):
         # real close happens when finish() releases rfile/wfile, before
         # socketserver's shutdown(SHUT_WR) could send a FIN first.
         self.close_connection = True
-        self.connection.setsockopt(
-            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
-        )
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.connection.close()
 
 
@@ -593,9 +560,7 @@ class FakeOpenAIServer:
     or reset injection for the same request.
     """
 
-    def __init__(
-        self, dimensions: int = 1536, chat_reply: str = "Contracts and Leases"
-    ) -> None:
+    def __init__(self, dimensions: int = 1536, chat_reply: str = "Contracts and Leases") -> None:
         if dimensions < 1:
             raise ValueError("dimensions must be >= 1")
         #: Embedding size used when a request carries no ``dimensions`` field.
@@ -655,10 +620,8 @@ class FakeOpenAIServer:
         # Keep-alive connections park their handler threads in a blocking read;
         # shutting the sockets down is what lets those threads finish.
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         httpd.server_close()
         thread.join()
         for handler_thread in handler_threads:
@@ -668,9 +631,7 @@ class FakeOpenAIServer:
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/v1``, ready for ``openai.OpenAI(base_url=...)``."""
         if self._httpd is None:
-            raise RuntimeError(
-                "FakeOpenAIServer is not started; use it as a context manager"
-            )
+            raise RuntimeError("FakeOpenAIServer is not started; use it as a context manager")
         return f"http://127.0.0.1:{self._httpd.server_port}/v1"
 
     # -- failure injection -----------------------------------------------------
@@ -693,20 +654,14 @@ class FakeOpenAIServer:
         """
         if not 400 <= status <= 599:
             raise ValueError("inject() is for error statuses (400-599)")
-        if retry_after is not None and not (
-            math.isfinite(retry_after) and retry_after >= 0
-        ):
+        if retry_after is not None and not (math.isfinite(retry_after) and retry_after >= 0):
             raise ValueError("retry_after must be a finite number >= 0")
         self._add(
             self._faults,
-            _Rule(
-                "status", count, path, status=status, retry_after=retry_after, body=body
-            ),
+            _Rule("status", count, path, status=status, retry_after=retry_after, body=body),
         )
 
-    def inject_delay(
-        self, seconds: float, *, count: int = 1, path: str | None = None
-    ) -> None:
+    def inject_delay(self, seconds: float, *, count: int = 1, path: str | None = None) -> None:
         """Make the next ``count`` requests (to ``path`` if given) wait ``seconds`` first.
 
         If the client disconnects while waiting (its timeout fired) no answer
@@ -731,11 +686,7 @@ class FakeOpenAIServer:
     def embedding_requests(self) -> list[RecordedRequest]:
         """The ``/v1/embeddings`` requests that were answered with 200."""
         with self._lock:
-            return [
-                r
-                for r in self.requests
-                if r.path == EMBEDDINGS_PATH and r.status == 200
-            ]
+            return [r for r in self.requests if r.path == EMBEDDINGS_PATH and r.status == 200]
 
     # -- internals used by the handler -----------------------------------------
 
@@ -765,9 +716,7 @@ class FakeOpenAIServer:
         if dimensions is None:
             dimensions = self.dimensions
         elif not _is_int(dimensions) or dimensions < 1:
-            raise _APIError(
-                400, "'$.dimensions' must be a positive integer.", param="dimensions"
-            )
+            raise _APIError(400, "'$.dimensions' must be a positive integer.", param="dimensions")
         encoding_format = body.get("encoding_format") or "float"
         if encoding_format not in ("float", "base64"):
             raise _APIError(
@@ -797,13 +746,9 @@ class FakeOpenAIServer:
         model = _require_model(body)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            raise _APIError(
-                400, "'messages' must be a non-empty array.", param="messages"
-            )
+            raise _APIError(400, "'messages' must be a non-empty array.", param="messages")
         reply = self.chat_reply  # read once: tests may change it concurrently
-        prompt_tokens = sum(
-            _rough_tokens(_message_text(message)) for message in messages
-        )
+        prompt_tokens = sum(_rough_tokens(_message_text(message)) for message in messages)
         completion_tokens = _rough_tokens(reply)
         usage = {
             "prompt_tokens": prompt_tokens,

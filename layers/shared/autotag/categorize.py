@@ -46,7 +46,10 @@ def recompute_workspace(store: Store, settings: Settings, workspace: str, reques
         store.save_clustering(workspace, change_version, categories, assignments)
     logger.info(
         "recomputed %s: %d documents in %d categories (%d ids kept)",
-        workspace, len(ids), len(categories), kept,
+        workspace,
+        len(ids),
+        len(categories),
+        kept,
         extra={"workspace": workspace, "version": change_version},
     )
     return RecomputeResult(workspace, True, "", change_version, len(ids), len(categories), kept)

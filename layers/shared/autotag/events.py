@@ -87,6 +87,8 @@ def parse_notification(payload: dict[str, Any]) -> list[ObjectChange]:
         if payload.get("Event") == "s3:TestEvent":
             # S3 sends this once when a notification is configured; nothing to do.
             return []
+    except EventParseError:
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise EventParseError(f"malformed S3 event: missing or invalid field {exc}") from None
     raise EventParseError(

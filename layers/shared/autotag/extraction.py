@@ -96,12 +96,14 @@ def _markdown_text(text: str) -> tuple[str, str]:
     plain = _MD_LINK.sub(r"\1", text)
     plain = _MD_RULE.sub(" ", plain)
     plain = _MD_MARKUP.sub(" ", plain)
-    return plain, _MD_MARKUP.sub("", title).strip()
+    return plain, _MD_MARKUP.sub("", _MD_LINK.sub(r"\1", title)).strip()
 
 
 class _HTMLText(HTMLParser):
-    _SKIP = frozenset({"script", "style", "noscript", "template", "head"})
-    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "td", "th"})
+    _SKIP = frozenset({"script", "style", "noscript", "template"})
+    _BLOCK = frozenset(
+        {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section", "article", "td", "th"}
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

@@ -47,9 +47,7 @@ def handle_embed(event: dict[str, Any], context: Any, metrics: Metrics | None = 
     return {"results": report.counts()}
 
 
-def _embed_sqs_batch(
-    runtime: Runtime, event: dict[str, Any], context: Any, metrics: Metrics | None
-) -> dict[str, Any]:
+def _embed_sqs_batch(runtime: Runtime, event: dict[str, Any], context: Any, metrics: Metrics | None) -> dict[str, Any]:
     items: list[tuple[str, list[ObjectChange]]] = []
     rejected: dict[str, str] = {}
     for record in event["Records"]:
@@ -144,4 +142,7 @@ def _partial_response(event: dict[str, Any], context: Any, failures: dict[str, s
 
     # Report every failure as a batchItemFailure, even when all failed, instead of raising.
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    response = process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )
+    return dict(response)

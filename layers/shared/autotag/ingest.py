@@ -195,13 +195,12 @@ class EmbedPipeline:
         return unit
 
     def _fetch(self, change: ObjectChange) -> tuple[bytes, ObjectVersion] | Outcome:
-        request: dict[str, str] = {"Bucket": change.bucket, "Key": change.key}
-        if change.version_id:
-            request["VersionId"] = change.version_id
         try:
-            response = self.s3.get_object(**request)
+            # The current object, not the event's version: if it was overwritten meanwhile, the
+            # newer content is what the drive shows, and its own event will then be "unchanged".
+            response = self.s3.get_object(Bucket=change.bucket, Key=change.key)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "NoSuchVersion"):
+            if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
                 raise
             # Deleted (or overwritten) since the event; its own Object Deleted event follows.
             return Outcome(change, Result.IGNORED, "object no longer exists")

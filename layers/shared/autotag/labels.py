@@ -22,14 +22,15 @@ _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
 # boilerplate, calendar and number words.
 _BOILERPLATE = frozenset(
     """
-    said says say told also would could should shall may might must will can just like get got make made
-    use used using new one two three four five six seven eight nine ten first second third last next year
-    years month months week weeks day days time times today per via etc including include includes within
-    upon herein hereof thereof hereby whereas mr mrs ms dr page section item items number total note notes
-    based following set well way ways many much lot lots need needs want wants take takes work works
-    january february march april may june july august september october november december monday tuesday
-    wednesday thursday friday saturday sunday people thing things going good great best better
-    """.split()
+    said says say told also would could should shall may might must will can just like get got make
+    made use used using new one two three four five six seven eight nine ten first second third last
+    next year years month months week weeks day days time times today per via etc including include
+    includes within upon herein hereof thereof hereby whereas mr mrs ms dr page section item items
+    number total note notes based following set well way ways many much lot lots need needs want
+    wants take takes work works january february march april may june july august september october
+    november december monday tuesday wednesday thursday friday saturday sunday people thing things
+    going good great best better
+    """.split()  # noqa: SIM905
 )
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | _BOILERPLATE
 

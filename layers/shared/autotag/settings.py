@@ -93,12 +93,15 @@ class Settings(BaseSettings):
                     "(its vector size is not known to autotag)"
                 )
             object.__setattr__(self, "embedding_dimensions", native)
-        elif native is not None and self.embedding_dimensions != native:
-            if self.embedding_model not in SHORTENABLE_MODELS or self.embedding_dimensions > native:
-                raise ValueError(
-                    f"AUTOTAG_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
-                    f"{self.embedding_model!r}, which produces {native}-dimensional vectors"
-                )
+        elif (
+            native is not None
+            and self.embedding_dimensions != native
+            and (self.embedding_model not in SHORTENABLE_MODELS or self.embedding_dimensions > native)
+        ):
+            raise ValueError(
+                f"AUTOTAG_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
+                f"{self.embedding_model!r}, which produces {native}-dimensional vectors"
+            )
         if not self.chunk_tokens:
             object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider is EmbeddingProvider.LOCAL else 512)
         if self.chunk_overlap_tokens >= self.chunk_tokens:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -122,9 +123,7 @@ class Store:
     def locked_document(self, ref: ObjectRef) -> Iterator[StoredDocument | None]:
         """A transaction holding the key's lock, yielding the document's current state."""
         with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,)
-            )
+            self.conn.execute("INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,))
             self.conn.execute(
                 "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                 (f"{ref.workspace}\n{ref.bucket}\n{ref.key}",),
@@ -152,9 +151,20 @@ class Store:
             " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now()"
             " RETURNING id",
             (
-                ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer,
-                version.size_bytes, content.content_sha256, content.content_type, content.title,
-                content.model, content.token_count, len(content.chunks), content.vector,
+                ref.workspace,
+                ref.bucket,
+                ref.key,
+                version.etag,
+                version.version_id,
+                version.sequencer,
+                version.size_bytes,
+                content.content_sha256,
+                content.content_type,
+                content.title,
+                content.model,
+                content.token_count,
+                len(content.chunks),
+                content.vector,
             ),
         ).fetchone()
         assert row is not None
@@ -201,9 +211,20 @@ class Store:
             " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now()"
             " RETURNING id, (SELECT status FROM documents WHERE workspace = %s AND bucket = %s AND key = %s)",
             (
-                ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer,
-                version.size_bytes, content_sha256, content_type, status, reason,
-                ref.workspace, ref.bucket, ref.key,
+                ref.workspace,
+                ref.bucket,
+                ref.key,
+                version.etag,
+                version.version_id,
+                version.sequencer,
+                version.size_bytes,
+                content_sha256,
+                content_type,
+                status,
+                reason,
+                ref.workspace,
+                ref.bucket,
+                ref.key,
             ),
         ).fetchone()
         assert row is not None
@@ -222,9 +243,7 @@ class Store:
         succeeds; the sequencer is left alone so the retry of the same event is not "older".
         """
         with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,)
-            )
+            self.conn.execute("INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,))
             self.conn.execute(
                 "INSERT INTO documents (workspace, bucket, key, etag, version_id, size_bytes, status, reason)"
                 " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s)"
@@ -255,9 +274,7 @@ class Store:
     def clustering_lock(self, workspace: str) -> Iterator[tuple[int, int]]:
         """A transaction holding the workspace's clustering lock, yielding (change, clustered) versions."""
         with self.conn.transaction():
-            self.conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (f"cluster\n{workspace}",)
-            )
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 1))", (f"cluster\n{workspace}",))
             row = self.conn.execute(
                 "SELECT change_version, clustered_version FROM workspaces WHERE workspace = %s", (workspace,)
             ).fetchone()
@@ -299,8 +316,12 @@ class Store:
         ).fetchall()
         return [
             CategoryRecord(
-                id=row[0], label=row[1], keywords=list(row[2]), centroid=as_array(row[3]),
-                size=int(row[4]), document_ids=[int(i) for i in row[5]],
+                id=row[0],
+                label=row[1],
+                keywords=list(row[2]),
+                centroid=as_array(row[3]),
+                size=int(row[4]),
+                document_ids=[int(i) for i in row[5]],
             )
             for row in rows
         ]
@@ -311,12 +332,11 @@ class Store:
         """Inside `clustering_lock`: replace the workspace's categories and assignments atomically."""
         keep = [category.id for category in categories]
         self.conn.execute("DELETE FROM document_categories WHERE workspace = %s", (workspace,))
-        self.conn.execute(
-            "DELETE FROM categories WHERE workspace = %s AND NOT (id = ANY(%s))", (workspace, keep)
-        )
+        self.conn.execute("DELETE FROM categories WHERE workspace = %s AND NOT (id = ANY(%s))", (workspace, keep))
         with self.conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO categories (workspace, id, label, keywords, centroid, size) VALUES (%s, %s, %s, %s, %s, %s)"
+                "INSERT INTO categories (workspace, id, label, keywords, centroid, size)"
+                " VALUES (%s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (workspace, id) DO UPDATE SET label = EXCLUDED.label, keywords = EXCLUDED.keywords,"
                 " centroid = EXCLUDED.centroid, size = EXCLUDED.size,"
                 " updated_at = CASE WHEN (categories.label, categories.size) IS DISTINCT FROM"
@@ -335,6 +355,21 @@ class Store:
         )
 
     # --- reporting -------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        row = self.conn.execute("SELECT now()").fetchone()
+        self.conn.commit()
+        assert row is not None
+        return row[0]  # type: ignore[no-any-return]
+
+    def embedded_since(self, workspace: str, since: datetime) -> int:
+        """Documents of `workspace` whose vectors were (re)computed at or after `since`."""
+        row = self.conn.execute(
+            "SELECT count(*) FROM documents WHERE workspace = %s AND embedded_at >= %s", (workspace, since)
+        ).fetchone()
+        self.conn.commit()
+        assert row is not None
+        return int(row[0])
 
     def document_rows(self, workspace: str) -> list[DocumentRow]:
         with self.conn.cursor(row_factory=class_row(DocumentRow)) as cur:

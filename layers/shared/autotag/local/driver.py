@@ -95,6 +95,7 @@ class QueueDriver:
         *,
         normalise: bool = False,
         on_batch: Callable[[DrainStats], None] | None = None,
+        stats: DrainStats | None = None,
     ) -> None:
         self.sqs = stack.sqs
         self.queue = queue
@@ -103,10 +104,11 @@ class QueueDriver:
         self.function_name = function_name
         self.normalise = normalise
         self.on_batch = on_batch
-        self.stats = DrainStats()
+        self.stats = stats or DrainStats()
 
-    def drain(self) -> DrainStats:
-        """Invoke the handler until the queue is empty (processed or dead-lettered)."""
+    def drain(self) -> int:
+        """Invoke the handler until the queue is empty (processed or dead-lettered); returns invocations."""
+        before = self.stats.invocations
         with ThreadPoolExecutor(max_workers=self.rules.concurrency) as pool:
             in_flight: dict[Future[dict[str, Any]], list[dict[str, Any]]] = {}
             while True:
@@ -118,7 +120,7 @@ class QueueDriver:
                     context = LocalContext(self.function_name, self.rules.function_timeout)
                     in_flight[pool.submit(self.handler, event, context)] = messages
                 if not in_flight:
-                    return self.stats
+                    return self.stats.invocations - before
                 done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._settle(future, in_flight.pop(future))
@@ -156,9 +158,9 @@ def dead_letters(stack: LocalStack, queue: QueuePair) -> list[dict[str, Any]]:
     """Every message in the queue's DLQ (left there, as an operator would find them)."""
     found: dict[str, dict[str, Any]] = {}
     while True:
-        messages = stack.sqs.receive_message(
-            QueueUrl=queue.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30
-        ).get("Messages", [])
+        messages = stack.sqs.receive_message(QueueUrl=queue.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30).get(
+            "Messages", []
+        )
         new = [m for m in messages if m["MessageId"] not in found]
         if not new:
             break

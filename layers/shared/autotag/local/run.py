@@ -20,6 +20,8 @@ from autotag.store import CategoryRecord, DocumentRow
 
 # Powertools settings of a local run: no X-Ray daemon, metrics summarised by the run itself,
 # and only warnings in the log so progress stays readable.
+UPLOAD_SLICE = 100
+
 LOCAL_POWERTOOLS = {
     "POWERTOOLS_SERVICE_NAME": "autotag",
     "POWERTOOLS_METRICS_NAMESPACE": "Autotag",
@@ -62,7 +64,9 @@ def local_pipeline(template: Path, data_dir: Path) -> Iterator[LocalPipeline]:
             reset_runtime()
 
 
-def run(docs_dir: Path, workspace: str, out_dir: Path, *, template: Path, data_dir: Path, err: TextIO) -> dict[str, Any]:
+def run(
+    docs_dir: Path, workspace: str, out_dir: Path, *, template: Path, data_dir: Path, err: TextIO
+) -> dict[str, Any]:
     if not docs_dir.is_dir():
         raise SystemExit(f"error: {docs_dir} is not a directory")
     if not workspace or "/" in workspace or workspace in {".", ".."}:
@@ -72,18 +76,28 @@ def run(docs_dir: Path, workspace: str, out_dir: Path, *, template: Path, data_d
         stack = pipeline.stack
         keys = {f"{workspace}/{rel}": path for rel, path in files.items()}
         stale = stack.stored_keys(workspace) - set(keys)
-        print(f"uploading {len(keys)} files to s3://{stack.bucket}/{workspace}/ ({len(stale)} removed)", file=err)
-        for key, path in sorted(keys.items()):
-            stack.upload(key, path.read_bytes())
-        for key in sorted(stale):
-            stack.delete(key)
-        _drain(pipeline, err)
+        print(f"syncing {len(keys)} files to s3://{stack.bucket}/{workspace}/ ({len(stale)} removed)", file=err)
+        started = get_runtime().store.now()
+        progress = _Progress(err)
+        changes = [(key, keys.get(key)) for key in sorted(keys)] + [(key, None) for key in sorted(stale)]
+        # Upload in slices and embed as they arrive, as a drive's sync client would: moto's
+        # SQS slows down with every queued message, so one big upload first is quadratic.
+        for start in range(0, len(changes), UPLOAD_SLICE):
+            for key, path in changes[start : start + UPLOAD_SLICE]:
+                if path is None:
+                    stack.delete(key)
+                else:
+                    stack.upload(key, path.read_bytes())
+            _drain_queue(pipeline, "ingest", progress)
+        _drain(pipeline, progress)
         runtime = get_runtime()
         store = runtime.store
         categories = store.load_categories(workspace)
         rows = store.document_rows(workspace)
+        embedded_now = store.embedded_since(workspace, started)
         dead = dead_letters(stack, stack.ingest) + dead_letters(stack, stack.cluster)
     result = _assignments(workspace, categories, rows, set(files))
+    print(f"{embedded_now} documents embedded by this run, the others unchanged or skipped", file=err)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "assignments.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _print_summary(result, categories, rows, len(dead), out_dir, sys.stdout)
@@ -98,29 +112,50 @@ def _documents(docs_dir: Path) -> dict[str, Path]:
     }
 
 
-def _drain(pipeline: LocalPipeline, err: TextIO) -> None:
-    rules = pipeline.stack.rules
+class _Progress:
+    """Cumulative invocation counts per function: one rewritten line on a terminal, a line
+    every few batches otherwise (CI logs)."""
 
-    def progress(name: str) -> Any:
-        def report(stats: DrainStats) -> None:
-            print(
-                f"  {name}: {stats.invocations} invocations, {stats.records} records, {stats.failed_records} retried",
-                file=err,
-            )
+    def __init__(self, err: TextIO) -> None:
+        self.err = err
+        self.stats = {"EmbedFunction": DrainStats(), "ClusterFunction": DrainStats()}
+        self.tty = err.isatty()
 
-        return report
+    def __call__(self, _: DrainStats) -> None:
+        line = "  " + "; ".join(
+            f"{name}: {s.invocations} invocations, {s.records} records, {s.failed_records} retried"
+            for name, s in self.stats.items()
+        )
+        total = sum(s.invocations for s in self.stats.values())
+        if self.tty:
+            print(f"\r{line}", end="", file=self.err, flush=True)
+        elif total % 10 == 1:
+            print(line, file=self.err)
 
-    while True:
-        embed = QueueDriver(
-            pipeline.stack, pipeline.stack.ingest, rules.ingest, pipeline.embed, "EmbedFunction",
-            normalise=True, on_batch=progress("EmbedFunction"),
-        ).drain()
-        cluster = QueueDriver(
-            pipeline.stack, pipeline.stack.cluster, rules.cluster, pipeline.cluster, "ClusterFunction",
-            on_batch=progress("ClusterFunction"),
-        ).drain()
-        if not embed.invocations and not cluster.invocations:
-            return
+    def done(self) -> None:
+        if self.tty:
+            print(file=self.err)
+        else:
+            self(DrainStats())
+
+
+def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress) -> int:
+    stack = pipeline.stack
+    if queue == "ingest":
+        pair, rules, handler, name = stack.ingest, stack.rules.ingest, pipeline.embed, "EmbedFunction"
+    else:
+        pair, rules, handler, name = stack.cluster, stack.rules.cluster, pipeline.cluster, "ClusterFunction"
+    driver = QueueDriver(
+        stack, pair, rules, handler, name, normalise=queue == "ingest", on_batch=progress, stats=progress.stats[name]
+    )
+    return driver.drain()
+
+
+def _drain(pipeline: LocalPipeline, progress: _Progress) -> None:
+    """Until both queues are empty: a recompute may be requested by the last embed batch."""
+    while _drain_queue(pipeline, "ingest", progress) + _drain_queue(pipeline, "cluster", progress):
+        pass
+    progress.done()
 
 
 def invoke(function: str, event_file: Path, *, template: Path, data_dir: Path) -> dict[str, Any]:
@@ -128,7 +163,9 @@ def invoke(function: str, event_file: Path, *, template: Path, data_dir: Path) -
     event = json.loads(event_file.read_text(encoding="utf-8"))
     with local_pipeline(template, data_dir) as pipeline:
         handler = pipeline.embed if function == "embed" else pipeline.cluster
-        timeout = (pipeline.stack.rules.ingest if function == "embed" else pipeline.stack.rules.cluster).function_timeout
+        timeout = (
+            pipeline.stack.rules.ingest if function == "embed" else pipeline.stack.rules.cluster
+        ).function_timeout
         name = "EmbedFunction" if function == "embed" else "ClusterFunction"
         return handler(event, LocalContext(name, timeout))
 
@@ -155,8 +192,14 @@ def _assignments(
     for key in sorted(files - seen):
         # Never recorded: its event could not be processed and went to the DLQ.
         documents.append(
-            {"key": key, "category_id": None, "label": None, "score": None, "status": "failed",
-             "reason": "event not processed; see the ingest DLQ"}
+            {
+                "key": key,
+                "category_id": None,
+                "label": None,
+                "score": None,
+                "status": "failed",
+                "reason": "event not processed; see the ingest DLQ",
+            }
         )
     ordered = sorted(categories, key=lambda c: (-c.size, c.label))
     return {
@@ -167,7 +210,11 @@ def _assignments(
 
 
 def _print_summary(
-    result: dict[str, Any], categories: list[CategoryRecord], rows: list[DocumentRow], dead: int, out_dir: Path,
+    result: dict[str, Any],
+    categories: list[CategoryRecord],
+    rows: list[DocumentRow],
+    dead: int,
+    out_dir: Path,
     out: TextIO,
 ) -> None:
     by_category: dict[str, list[str]] = {}

@@ -1,0 +1,75 @@
+"""Shared fixtures: a real embedded PostgreSQL with pgvector, moto, the fake OpenAI server,
+and the event files in events/ (the same ones `sam local invoke -e` uses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from autotag.database import embedded_database_url
+from autotag.runtime import reset_runtime
+from tests.support.openai_server import FakeOpenAIServer
+
+ROOT = Path(__file__).resolve().parent.parent
+EVENTS = ROOT / "events"
+TEMPLATE = ROOT / "template.yaml"
+
+
+def load_event(name: str) -> dict[str, Any]:
+    """An event file from events/, parsed."""
+    return json.loads((EVENTS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The server every test database lives on: DATABASE_URL if given, else an embedded one."""
+    return os.environ.get("DATABASE_URL") or embedded_database_url(tmp_path_factory.mktemp("pg"))
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = psycopg.conninfo.make_conninfo(postgres_url, dbname=name)
+    yield url
+    reset_runtime()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def openai_server() -> Iterator[FakeOpenAIServer]:
+    with FakeOpenAIServer(dimensions=1536) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_env(monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAIServer, database_url: str) -> FakeOpenAIServer:
+    """Settings for the openai provider against the local server and a fresh database."""
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
+    monkeypatch.setenv("AUTOTAG_OPENAI_MAX_RETRIES", "0")
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    reset_runtime()
+    return openai_server
+
+
+@pytest.fixture(autouse=True)
+def _powertools_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What template.yaml's Globals set for every function, minus X-Ray (no daemon here)."""
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "autotag")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Autotag")
+    monkeypatch.setenv("POWERTOOLS_TRACE_DISABLED", "true")
+    for name in list(os.environ):
+        if name.startswith(("AUTOTAG_", "OPENAI_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
