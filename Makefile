@@ -30,6 +30,9 @@ lint: install
 
 typecheck: install
 	$(BIN)/mypy
+	# one module per run: both handlers are called app.py
+	$(BIN)/mypy functions/embed/app.py
+	$(BIN)/mypy functions/cluster/app.py
 
 check: lint typecheck test
 

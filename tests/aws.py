@@ -30,7 +30,7 @@ class FakeAWS:
 
     def cluster_requests(self) -> list[dict[str, Any]]:
         """Drain the cluster queue and return the request bodies."""
-        bodies = []
+        bodies: list[dict[str, Any]] = []
         while True:
             messages = self.sqs.receive_message(QueueUrl=self.cluster_queue, MaxNumberOfMessages=10).get("Messages", [])
             if not messages:

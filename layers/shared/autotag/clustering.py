@@ -5,8 +5,9 @@ and carry category ids over from the previous grouping when a group barely chang
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -21,6 +22,8 @@ SILHOUETTE_SAMPLE = 3000
 RANDOM_STATE = 0
 # A new group inherits an old category's id when at least this share of their members agree.
 KEEP_ID_JACCARD = 0.5
+
+Member = TypeVar("Member", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -82,11 +85,11 @@ def _grouping(vectors: Vectors, labels: npt.NDArray[np.int64]) -> Grouping:
 
 
 def carry_over_ids(
-    previous: Sequence[set[int]], current: Sequence[set[int]], *, threshold: float = KEEP_ID_JACCARD
+    previous: Sequence[set[Member]], current: Sequence[set[Member]], *, threshold: float = KEEP_ID_JACCARD
 ) -> list[int | None]:
     """For each current group, the index of the previous group whose id it keeps, or None.
 
-    Groups are sets of document ids; a one-to-one matching maximises the total Jaccard
+    Groups are sets of document ids (or keys); a one-to-one matching maximises the total Jaccard
     overlap, and a pair below `threshold` does not count as the same category.
     """
     if not previous or not current:
@@ -104,7 +107,7 @@ def carry_over_ids(
     return matched
 
 
-def jaccard(a: set[int], b: set[int]) -> float:
+def jaccard(a: set[Member], b: set[Member]) -> float:
     union = len(a | b)
     return len(a & b) / union if union else 1.0
 

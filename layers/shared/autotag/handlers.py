@@ -6,7 +6,7 @@ driver and `autotag invoke` call the same functions, so what runs locally is wha
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import logging
 from collections import defaultdict
 from typing import Any
@@ -132,7 +132,7 @@ def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics 
 
 
 def _result_dict(result: RecomputeResult) -> dict[str, Any]:
-    return json.loads(json.dumps(result.__dict__))  # type: ignore[no-any-return]
+    return dataclasses.asdict(result)
 
 
 def _partial_response(event: dict[str, Any], context: Any, failures: dict[str, str]) -> dict[str, Any]:

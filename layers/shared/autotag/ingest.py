@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from autotag.chunking import ChunkedText, chunk_text
+from autotag.chunking import Chunk, ChunkedText, chunk_text
 from autotag.embeddings import Embedder, Vectors, document_vector
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
 from autotag.extraction import Extracted, Skipped, extract
@@ -55,6 +56,10 @@ class _Work:
     extracted: Extracted | None = None
     chunked: ChunkedText | None = None
     vectors: Vectors | None = None
+
+
+# What one step of the pipeline yields for a change: a final outcome, work to continue, or nothing.
+Step = Outcome | _Work | None
 
 
 @dataclass
@@ -103,18 +108,18 @@ class EmbedPipeline:
         work: list[_Work] = []
         for item, changes in items:
             for change in changes:
-                prepared = self._guarded(report, item, change, self._prepare)
+                prepared = self._guarded(report, item, change, partial(self._prepare, change))
                 if prepared is not None:
                     work.append(prepared)
         self._embed(report, work)
         for unit in work:
             if unit.vectors is not None:
-                self._guarded(report, unit.item, unit.change, lambda c, u=unit: self._write_embedded(u))
+                self._guarded(report, unit.item, unit.change, partial(self._write_embedded, unit))
         return report
 
-    def _guarded(self, report: BatchReport, item: str, change: ObjectChange, step: Any) -> Any:
+    def _guarded(self, report: BatchReport, item: str, change: ObjectChange, step: Callable[[], Step]) -> _Work | None:
         try:
-            result = step(change)
+            result = step()
         except Exception as exc:  # one document's failure must not fail the batch
             reason = f"{type(exc).__name__}: {exc}"
             logger.exception("failed %s", change.key)
@@ -253,7 +258,7 @@ class EmbedPipeline:
         except Exception:
             logger.warning("batched embedding failed; retrying document by document", exc_info=True)
             for unit in work:
-                self._guarded(report, unit.item, unit.change, lambda c, u=unit: self._embed_one(u))
+                self._guarded(report, unit.item, unit.change, partial(self._embed_one, unit))
             return
         offset = 0
         for unit in work:
@@ -261,11 +266,12 @@ class EmbedPipeline:
             unit.vectors = vectors[offset : offset + count]
             offset += count
 
-    def _embed_one(self, unit: _Work) -> None:
+    def _embed_one(self, unit: _Work) -> Step:
         unit.vectors = self.embedder.embed([chunk.text for chunk in self._chunks(unit)])
+        return None
 
     @staticmethod
-    def _chunks(unit: _Work) -> list[Any]:
+    def _chunks(unit: _Work) -> list[Chunk]:
         assert unit.chunked is not None
         return unit.chunked.chunks
 
