@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,9 +29,15 @@ def load_event(name: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """The server every test database lives on: DATABASE_URL if given, else an embedded one."""
-    return os.environ.get("DATABASE_URL") or embedded_database_url(tmp_path_factory.mktemp("pg"))
+def postgres_url() -> str:
+    """The server every test database lives on: DATABASE_URL if given, else an embedded one.
+
+    Not under pytest's tmp_path: pytest prunes old run folders, which can pull the files from
+    under a server another run still uses.
+    """
+    if os.environ.get("DATABASE_URL"):
+        return os.environ["DATABASE_URL"]
+    return embedded_database_url(Path(tempfile.mkdtemp(prefix="autotag-test-pg-")), delete_on_exit=True)
 
 
 @pytest.fixture

@@ -403,12 +403,6 @@ def test_recompute_of_workspace_without_documents(store: Store, settings: Settin
     assert categories_of(store) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="categorize._categories falls back to the fresh naming when a kept label is taken, "
-    "but that naming can itself be the taken label",
-)
 def test_recompute_never_gives_two_categories_the_same_label(store: Store, settings: Settings) -> None:
     # Round 1: the "a" group reads like invoices, "b" like leases, "c" like incident reports.
     library = Library(store)

