@@ -65,7 +65,6 @@ Step = Outcome | _Work | None
 @dataclass
 class BatchReport:
     outcomes: dict[str, list[Outcome]] = field(default_factory=dict)
-    touched_workspaces: set[str] = field(default_factory=set)
 
     def add(self, item: str, outcome: Outcome) -> None:
         self.outcomes.setdefault(item, []).append(outcome)
@@ -130,8 +129,6 @@ class EmbedPipeline:
             if result.change is None:
                 result = replace(result, change=change)
             report.add(item, result)
-            if result.result in (Result.EMBEDDED, Result.SKIPPED, Result.DELETED) and change.workspace:
-                report.touched_workspaces.add(change.workspace)
             return None
         if isinstance(result, _Work):
             result.item = item
