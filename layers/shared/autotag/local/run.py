@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -72,7 +73,8 @@ def run(
     if not workspace or "/" in workspace or workspace in {".", ".."}:
         raise SystemExit("error: --workspace must be a single path segment, e.g. 'demo'")
     files = _documents(docs_dir)
-    with local_pipeline(template, data_dir) as pipeline:
+    # The handlers' JSON logs and metrics go to stderr with the progress; stdout is the result.
+    with contextlib.redirect_stdout(err), local_pipeline(template, data_dir) as pipeline:
         stack = pipeline.stack
         keys = {f"{workspace}/{rel}": path for rel, path in files.items()}
         stale = stack.stored_keys(workspace) - set(keys)
@@ -161,7 +163,7 @@ def _drain(pipeline: LocalPipeline, progress: _Progress) -> None:
 def invoke(function: str, event_file: Path, *, template: Path, data_dir: Path) -> dict[str, Any]:
     """One handler, one event file, against the local stack: what `sam local invoke -e` does."""
     event = json.loads(event_file.read_text(encoding="utf-8"))
-    with local_pipeline(template, data_dir) as pipeline:
+    with contextlib.redirect_stdout(sys.stderr), local_pipeline(template, data_dir) as pipeline:
         handler = pipeline.embed if function == "embed" else pipeline.cluster
         timeout = (
             pipeline.stack.rules.ingest if function == "embed" else pipeline.stack.rules.cluster
