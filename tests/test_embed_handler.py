@@ -195,3 +195,15 @@ def test_metrics_are_emitted_per_invocation(aws: FakeAWS, capsys: pytest.Capture
     metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     embedded = [m for m in metrics if "DocumentsEmbedded" in m]
     assert embedded and embedded[0]["DocumentsEmbedded"] == [2.0]
+
+
+def test_a_wrong_setting_fails_the_cold_start_with_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotag.runtime import reset_runtime
+    from autotag.settings import SettingsError
+    from tests.aws import handler
+
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_PROVIDER", "openai")  # and no OPENAI_API_KEY
+    reset_runtime()
+
+    with pytest.raises(SettingsError, match="OPENAI_API_KEY"):
+        handler("embed")
