@@ -4,7 +4,9 @@ and the event files in events/ (the same ones `sam local invoke -e` uses)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -72,7 +74,7 @@ def openai_env(monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAIServer,
 
 
 @pytest.fixture(autouse=True)
-def _powertools_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _powertools_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """What template.yaml's Globals set for every function, minus X-Ray (no daemon here)."""
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "autotag")
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Autotag")
@@ -80,3 +82,9 @@ def _powertools_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith(("AUTOTAG_", "OPENAI_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
+    yield
+    # The handler modules' Powertools Logger keeps one stream handler, bound to the sys.stdout
+    # of the test that created it, which pytest closes afterwards: point it at the real one.
+    for handler in logging.getLogger("autotag").handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.stream = sys.__stdout__  # not setStream(): it flushes the closed one

@@ -233,3 +233,16 @@ def test_new_category_id_is_deterministic_and_order_independent() -> None:
 )
 def test_new_category_id_differs_for_other_inputs(workspace: str, members: list[str]) -> None:
     assert new_category_id(workspace, members) != new_category_id("ws", ["a.txt", "b.txt", "c.txt"])
+
+
+def test_a_split_off_group_never_takes_a_kept_id() -> None:
+    from autotag.categorize import _fresh_id
+
+    founders = ["ws/a.txt", "ws/b.txt"]
+    kept = {new_category_id("ws", founders)}  # the category they founded kept its id
+
+    fresh = _fresh_id("ws", founders, kept)
+
+    assert fresh.startswith("cat_") and fresh != new_category_id("ws", founders)
+    assert fresh in kept  # reserved for the rest of the recompute
+    assert _fresh_id("ws", founders, set()) == new_category_id("ws", founders)

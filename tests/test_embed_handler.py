@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.aws import FakeAWS, fake_aws, invoke, query
@@ -113,6 +115,7 @@ def test_object_deleted_removes_document_chunks_and_assignments(aws: FakeAWS) ->
     invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E0"))
     invoke("cluster", {"workspace": "demo", "change_version": 1})
     assert query("SELECT count(*) FROM document_categories")[0][0] == 1
+    aws.s3.delete_object(Bucket="autotag-local-documents", Key=DESIGN)
 
     invoke("embed", load_event("eventbridge-object-deleted.json"))
 
@@ -124,7 +127,9 @@ def test_object_deleted_removes_document_chunks_and_assignments(aws: FakeAWS) ->
 
 def test_event_older_than_the_stored_state_is_ignored(aws: FakeAWS) -> None:
     invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E0"))
+    aws.s3.delete_object(Bucket="autotag-local-documents", Key=DESIGN)
     invoke("embed", load_event("eventbridge-object-deleted.json"))  # sequencer ...E6
+    aws.put(DESIGN, TEXTS[DESIGN])  # S3 holds it again, but this event is older than the delete
 
     invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E1"))  # delivered late
 
@@ -160,24 +165,39 @@ def test_bad_records_fail_alone_and_the_batch_goes_on(aws: FakeAWS) -> None:
     assert query("SELECT count(*) FROM documents WHERE key = 'loose-file.txt'")[0][0] == 0
 
 
-def test_provider_failure_fails_only_its_document(aws: FakeAWS, openai_env: FakeOpenAIServer) -> None:
-    # The batched request fails, then the first document's own request fails too.
-    openai_env.inject(500, count=2, path="/v1/embeddings")
-    batch = sqs_batch(
+def two_documents() -> dict[str, Any]:
+    return sqs_batch(
         json.dumps(created_event_for(POLICY, "0055AED6DCD90281E0")),
         json.dumps(created_event_for(DESIGN, "0055AED6DCD90281E0")),
     )
 
-    response = invoke("embed", batch)
+
+def test_rejected_input_fails_only_its_document(aws: FakeAWS, openai_env: FakeOpenAIServer) -> None:
+    # The batched request is rejected, then the first document's own request is rejected too.
+    openai_env.inject(400, count=2, path="/v1/embeddings")
+
+    response = invoke("embed", two_documents())
 
     assert failed_ids(response) == ["message-0"]
     failed = document(POLICY)
-    assert failed["status"] == "failed" and "InternalServerError" in failed["reason"]
+    assert failed["status"] == "failed" and "EmbeddingInputError" in failed["reason"]
     assert document(DESIGN)["status"] == "embedded"
 
-    # The retry (SQS redelivery) succeeds and clears the failure.
-    assert failed_ids(invoke("embed", batch)) == []
+
+def test_provider_outage_fails_the_batch_and_the_retry_recovers(aws: FakeAWS, openai_env: FakeOpenAIServer) -> None:
+    openai_env.inject(503, path="/v1/embeddings")
+
+    response = invoke("embed", two_documents())
+
+    # No per-document retries against a provider that is down: both go back to the queue.
+    assert failed_ids(response) == ["message-0", "message-1"]
+    assert len(openai_env.requests) == 1
+    assert "InternalServerError" in document(POLICY)["reason"]
+
+    # The redelivery succeeds and clears the failure.
+    assert failed_ids(invoke("embed", two_documents())) == []
     assert document(POLICY)["status"] == "embedded"
+    assert document(POLICY)["reason"] is None
 
 
 def test_object_gone_before_processing_is_not_a_failure(aws: FakeAWS) -> None:
@@ -207,3 +227,51 @@ def test_a_wrong_setting_fails_the_cold_start_with_its_name(monkeypatch: pytest.
 
     with pytest.raises(SettingsError, match="OPENAI_API_KEY"):
         handler("embed")
+
+
+def test_a_connection_lost_between_invocations_is_replaced(aws: FakeAWS, openai_env: FakeOpenAIServer) -> None:
+    invoke("embed", load_event("eventbridge-object-created.json"))
+    backend = query("SELECT pg_backend_pid()")[0][0]
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))
+
+    response = invoke("embed", load_event("sqs-eventbridge-batch.json"))
+
+    assert failed_ids(response) == []
+    assert document(CONTRACT)["status"] == "embedded"
+    assert query("SELECT pg_backend_pid()")[0][0] != backend
+
+
+def test_a_delete_handled_before_its_create_leaves_a_tombstone(aws: FakeAWS) -> None:
+    # The create (older sequencer) is still in flight when the delete is processed.
+    aws.s3.delete_object(Bucket="autotag-local-documents", Key=DESIGN)
+    invoke("embed", load_event("eventbridge-object-deleted.json"))  # sequencer ...E6
+    aws.put(DESIGN, TEXTS[DESIGN])  # even if S3 had the object again
+
+    invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E1"))
+
+    assert document(DESIGN)["status"] == "deleted"
+
+
+def test_deleting_an_old_version_keeps_the_current_document(aws: FakeAWS) -> None:
+    """Versioned bucket: a non-current version deleted or expired emits Object Deleted too."""
+    invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E0"))
+
+    invoke("embed", load_event("eventbridge-object-deleted.json"))  # the key still has an object
+
+    row = document(DESIGN)
+    assert row["status"] == "embedded" and row["has_vector"]
+    assert row["sequencer"] == "0055AED6DCD90281E6"
+
+
+def test_an_invocation_out_of_time_fails_its_records_for_a_retry(aws: FakeAWS, openai_env: FakeOpenAIServer) -> None:
+    from autotag.handlers import REPORTING_MARGIN_SECONDS
+    from autotag.local.driver import LocalContext
+    from tests.aws import handler
+
+    almost_over = LocalContext("EmbedFunction", timeout_seconds=REPORTING_MARGIN_SECONDS - 1)
+    response = handler("embed")(two_documents(), almost_over)
+
+    assert failed_ids(response) == ["message-0", "message-1"]
+    assert "ran out of time" in document(POLICY)["reason"]
+    assert openai_env.requests == []

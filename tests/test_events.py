@@ -23,7 +23,7 @@ from autotag.events import (
     parse_sqs_body,
     sequencer_is_older,
 )
-from autotag.local.stack import normalise_moto_event
+from autotag.local.stack import Sequencers, normalise_moto_event
 from tests.conftest import load_event
 
 BUCKET = "autotag-local-documents"
@@ -332,11 +332,11 @@ def parse_classic_in_sqs(key: str) -> list[ObjectChange]:
 
 
 def parse_moto(key: str) -> list[ObjectChange]:
-    return parse_notification(json.loads(normalise_moto_event(moto_eventbridge_body(key))))
+    return parse_notification(json.loads(normalise_moto_event(moto_eventbridge_body(key), "00A1")))
 
 
 def parse_moto_in_sqs(key: str) -> list[ObjectChange]:
-    return parse_sqs_body(normalise_moto_event(moto_eventbridge_body(key)))
+    return parse_sqs_body(normalise_moto_event(moto_eventbridge_body(key), "00A1"))
 
 
 Parser = Callable[[str], list[ObjectChange]]
@@ -369,12 +369,12 @@ def test_encoding_actually_differs_from_raw_keys() -> None:
 
 
 def test_moto_event_is_normalised_to_aws_field_names() -> None:
-    event = json.loads(normalise_moto_event(moto_eventbridge_body("ws/a b.txt")))
+    event = json.loads(normalise_moto_event(moto_eventbridge_body("ws/a b.txt"), "00A1"))
     obj = event["detail"]["object"]
     assert "eTag" not in obj
     assert obj["etag"] == ETAG
     assert obj["key"] == "ws/a+b.txt"
-    assert obj["sequencer"] != "617f08299329d189"
+    assert obj["sequencer"] == "00A1"
     [change] = parse_notification(event)
     assert change.version_id is None  # moto reports "null" for unversioned buckets
 
@@ -609,3 +609,13 @@ def test_s3_test_event_yields_nothing() -> None:
 
 def test_s3_test_event_in_sqs_yields_nothing() -> None:
     assert parse_sqs_body(json.dumps(S3_TEST_EVENT)) == []
+
+
+def test_local_sequencers_are_fixed_per_message_and_grow() -> None:
+    sequencers = Sequencers()
+
+    first, second = sequencers("message-1"), sequencers("message-2")
+
+    assert sequencers("message-1") == first  # a redelivery keeps its place in the order
+    assert sequencer_is_older(first, second)
+    assert sequencer_is_older("0055AED6DCD90281E5", first)  # the sample events sort earlier

@@ -15,7 +15,7 @@ from autotag.chunking import Chunk
 from autotag.database import connect, migrate
 from autotag.embeddings import normalise
 from autotag.labels import MAX_LABEL_LENGTH, STOP_WORDS, Naming, name_categories
-from autotag.settings import Settings
+from autotag.settings import LOCAL_MODEL, Settings
 from autotag.store import CategoryRecord, EmbeddedContent, ObjectRef, ObjectVersion, Store
 
 INVOICES = [
@@ -237,7 +237,7 @@ def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
 @pytest.fixture
 def store(database_url: str) -> Iterator[Store]:
     conn = connect(database_url)
-    migrate(conn, dimensions=DIMENSIONS, model="test-model")
+    migrate(conn, dimensions=DIMENSIONS, model=LOCAL_MODEL)
     yield Store(conn)
     conn.close()
 
@@ -261,7 +261,7 @@ class Library:
             content_sha256=f"{index:064x}",
             content_type="text/plain",
             title=key.rsplit("/", 1)[-1],
-            model="test-model",
+            model=LOCAL_MODEL,  # what the default settings configure
             token_count=sum(chunk.token_count for chunk in chunks),
             chunks=chunks,
             chunk_vectors=chunk_vectors,

@@ -8,7 +8,7 @@ import numpy as np
 import openai
 import pytest
 
-from autotag.embeddings import OPENAI_MAX_INPUTS_PER_REQUEST, OpenAIEmbedder, build_embedder
+from autotag.embeddings import OPENAI_MAX_INPUTS_PER_REQUEST, EmbeddingInputError, OpenAIEmbedder, build_embedder
 from autotag.settings import load_settings
 from tests.support.openai_server import FakeOpenAIServer
 
@@ -88,3 +88,28 @@ def test_settings_build_the_openai_provider(openai_server: FakeOpenAIServer, mon
 
     assert provider.embed(["hello there"]).shape == (1, 256)
     assert openai_server.embedding_requests()[0].headers["authorization"] == "Bearer key"
+
+
+def test_a_rotated_key_is_read_again_once(openai_server: FakeOpenAIServer) -> None:
+    client = openai.OpenAI(base_url=openai_server.base_url, api_key="old-key", max_retries=0)
+    provider = OpenAIEmbedder(client, "text-embedding-3-small", 1536, refresh_api_key=lambda: "new-key")
+    openai_server.inject(401, path="/v1/embeddings")
+
+    vectors = provider.embed(["text"])
+
+    assert vectors.shape == (1, 1536)
+    assert [r.headers["authorization"] for r in openai_server.requests] == ["Bearer old-key", "Bearer new-key"]
+
+
+def test_rejected_input_is_reported_as_such(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(400, path="/v1/embeddings")
+
+    with pytest.raises(EmbeddingInputError):
+        embedder(openai_server).embed(["text"])
+
+
+def test_requests_are_cut_to_the_time_left(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject_delay(3.0, path="/v1/embeddings")
+
+    with pytest.raises(openai.APITimeoutError):
+        embedder(openai_server).embed(["slow text"], timeout=1.5)

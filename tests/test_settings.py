@@ -94,10 +94,10 @@ def test_unknown_openai_model_with_dimensions_is_accepted(openai_env: pytest.Mon
         ("text-embedding-3-small", 512),
         ("text-embedding-3-small", 1536),
         ("text-embedding-3-large", 256),
-        ("text-embedding-3-large", 3072),
+        ("text-embedding-3-large", 1536),
         ("text-embedding-ada-002", 1536),
     ],
-    ids=["3-small-shortened", "3-small-native", "3-large-shortened", "3-large-native", "ada-native"],
+    ids=["3-small-shortened", "3-small-native", "3-large-shortened", "3-large-to-1536", "ada-native"],
 )
 def test_openai_dimensions_accepted(openai_env: pytest.MonkeyPatch, model: str, dimensions: int) -> None:
     openai_env.setenv("AUTOTAG_EMBEDDING_MODEL", model)
@@ -111,9 +111,15 @@ def test_openai_dimensions_accepted(openai_env: pytest.MonkeyPatch, model: str, 
     [
         ("text-embedding-3-small", 2048),
         ("text-embedding-3-large", 4096),
+        ("text-embedding-3-large", 3072),
         ("text-embedding-ada-002", 512),
     ],
-    ids=["3-small-longer-than-native", "3-large-longer-than-native", "ada-not-shortenable"],
+    ids=[
+        "3-small-longer-than-native",
+        "3-large-longer-than-native",
+        "3-large-native-over-hnsw-limit",
+        "ada-not-shortenable",
+    ],
 )
 def test_openai_dimensions_rejected(openai_env: pytest.MonkeyPatch, model: str, dimensions: int) -> None:
     message = load_error(openai_env, AUTOTAG_EMBEDDING_MODEL=model, AUTOTAG_EMBEDDING_DIMENSIONS=str(dimensions))

@@ -444,7 +444,7 @@ def test_same_key_in_two_workspaces_is_two_documents(store: Store, rng: np.rando
     assert versions(store.conn, "alpha") == (1, 0)
     assert versions(store.conn, "beta") == (1, 0)
 
-    ids, keys, matrix = store.load_embedded_vectors("alpha")
+    ids, keys, matrix = store.load_embedded_vectors("alpha", MODEL)
     store.conn.commit()
     assert (ids, keys) == ([id_a], ["shared/report.txt"])
     np.testing.assert_allclose(matrix, content_a.vector[None, :], rtol=1e-6)
@@ -482,8 +482,8 @@ def test_same_key_in_two_workspaces_is_two_documents(store: Store, rng: np.rando
     # Deleting in one workspace leaves the other alone.
     with store.locked_document(ref_a):
         store.write_without_vector(ref_a, version_of(2), status=DocumentStatus.DELETED, reason="object deleted")
-    assert store.load_embedded_vectors("alpha")[0] == []
-    assert store.load_embedded_vectors("beta")[0] == [id_b]
+    assert store.load_embedded_vectors("alpha", MODEL)[0] == []
+    assert store.load_embedded_vectors("beta", MODEL)[0] == [id_b]
     store.conn.commit()
     assert count(store.conn, "chunks", id_b) == 2
     assert count(store.conn, "document_categories", id_b) == 1

@@ -22,7 +22,7 @@ def test_embed_side_rules() -> None:
 def test_cluster_side_rules() -> None:
     rules = load_rules(TEMPLATE).cluster
 
-    assert rules.concurrency == 1
+    assert rules.concurrency == 2  # reserved = event source maximum; a lock serialises each workspace
     assert rules.max_receive_count == 3
     assert rules.visibility_timeout >= 6 * rules.function_timeout
 

@@ -39,7 +39,7 @@ def recompute_workspace(store: Store, settings: Settings, workspace: str, reques
     with store.clustering_lock(workspace) as (change_version, clustered_version):
         if clustered_version >= max(requested_version, 1) and clustered_version >= change_version:
             return RecomputeResult(workspace, False, "already covered by a newer clustering", clustered_version)
-        ids, keys, vectors = store.load_embedded_vectors(workspace)
+        ids, keys, vectors = store.load_embedded_vectors(workspace, settings.embedding_model)
         grouping = group_documents(vectors, min_groups=settings.min_categories, max_groups=settings.max_categories)
         previous = store.load_categories(workspace)
         categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous)
@@ -75,6 +75,7 @@ def _categories(
     ]
     # Kept labels are claimed first, so a fresh name never takes a label a filter already shows.
     used_labels = {label.lower() for label in kept_labels if label}
+    taken_ids = {old.id for old in olds if old is not None}
     categories: list[CategoryRecord] = []
     for g, group in enumerate(members):
         old, kept_label = olds[g], kept_labels[g]
@@ -85,7 +86,7 @@ def _categories(
             used_labels.add(label.lower())
         categories.append(
             CategoryRecord(
-                id=old.id if old is not None else new_category_id(workspace, [keys[i] for i in group]),
+                id=old.id if old is not None else _fresh_id(workspace, [keys[i] for i in group], taken_ids),
                 label=label,
                 keywords=namings[g].keywords,
                 centroid=grouping.centroids[g],
@@ -97,6 +98,21 @@ def _categories(
         Assignment(ids[i], categories[int(grouping.labels[i])].id, float(grouping.scores[i])) for i in range(len(ids))
     ]
     return categories, assignments, sum(old is not None for old in olds)
+
+
+def _fresh_id(workspace: str, member_keys: list[str], taken: set[str]) -> str:
+    """A new category id no other category of this recompute has.
+
+    Ids derive from the founding members, so a group split off a category can hash to that
+    category's own id (its founders left together); a salt separates them.
+    """
+    salt = 0
+    category_id = new_category_id(workspace, member_keys)
+    while category_id in taken:
+        salt += 1
+        category_id = new_category_id(workspace, member_keys, salt=salt)
+    taken.add(category_id)
+    return category_id
 
 
 def _typical_texts(store: Store, workspace: str, ids: list[int], grouping: Grouping, group: np.ndarray) -> list[str]:

@@ -112,10 +112,12 @@ def jaccard(a: set[Member], b: set[Member]) -> float:
     return len(a & b) / union if union else 1.0
 
 
-def new_category_id(workspace: str, member_keys: Sequence[str]) -> str:
+def new_category_id(workspace: str, member_keys: Sequence[str], *, salt: int = 0) -> str:
     """A fresh id derived from the founding members, so rebuilding from scratch gives the same ids."""
     digest = hashlib.blake2b(digest_size=6)
     digest.update(workspace.encode())
+    if salt:
+        digest.update(f"\x00salt{salt}".encode())
     for key in sorted(member_keys):
         digest.update(b"\x00" + key.encode())
     return f"cat_{digest.hexdigest()}"

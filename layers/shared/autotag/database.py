@@ -30,19 +30,19 @@ class SchemaMismatchError(RuntimeError):
     """The database was created for another vector dimension than the one configured."""
 
 
-def database_url(settings: Settings) -> str:
+def database_url(settings: Settings, *, force_fetch: bool = False) -> str:
     if settings.database_url:
         return settings.database_url
     if settings.database_secret_arn:
-        return _url_from_secret(settings)
+        return _url_from_secret(settings, force_fetch=force_fetch)
     return embedded_database_url(settings.data_dir)
 
 
-def _url_from_secret(settings: Settings) -> str:
+def _url_from_secret(settings: Settings, *, force_fetch: bool) -> str:
     from aws_lambda_powertools.utilities.parameters import get_secret
 
     assert settings.database_secret_arn is not None
-    secret = json.loads(str(get_secret(settings.database_secret_arn, max_age=300)))
+    secret = json.loads(str(get_secret(settings.database_secret_arn, max_age=300, force_fetch=force_fetch)))
     return psycopg.conninfo.make_conninfo(
         host=settings.database_host or secret["host"],
         port=str(secret.get("port", 5432)),
@@ -101,7 +101,7 @@ def migrate(conn: psycopg.Connection[tuple[object, ...]], *, dimensions: int, mo
     applied: list[str] = []
     conn.commit()
     with conn.transaction():
-        # Session-level lock inside one transaction: concurrent runners wait, then find nothing to do.
+        # Held until this transaction ends: concurrent runners wait, then find nothing to do.
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK_ID,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -33,14 +34,19 @@ OPENAI_MAX_TOKENS_PER_REQUEST = 300_000
 OPENAI_MAX_TOKENS_PER_INPUT = 8191
 
 
+class EmbeddingInputError(ValueError):
+    """The provider rejected the input itself (not a rate limit or outage): retrying the same
+    texts cannot succeed."""
+
+
 class Embedder(Protocol):
     model: str
     dimensions: int
     max_input_tokens: int
     tokenizer: Tokenizer
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
-        """One L2-normalised row per text, in order."""
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
+        """One L2-normalised row per text, in order, within `timeout` seconds if given."""
         ...
 
 
@@ -99,7 +105,9 @@ class LocalEmbedder:
         # measured 5-10x slower than the same work from one.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
+        # The model runs on the CPU in this process: it cannot be interrupted, so `timeout`
+        # only matters to the callers that check their own time before calling.
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         vectors = self._worker.submit(
@@ -138,8 +146,16 @@ def _offline_cl100k() -> Any:
 class OpenAIEmbedder:
     """The OpenAI embeddings API (or any compatible server via OPENAI_BASE_URL)."""
 
-    def __init__(self, client: openai.OpenAI, model: str, dimensions: int) -> None:
+    def __init__(
+        self,
+        client: openai.OpenAI,
+        model: str,
+        dimensions: int,
+        *,
+        refresh_api_key: Callable[[], str] | None = None,
+    ) -> None:
         self._client = client
+        self._refresh_api_key = refresh_api_key
         self.model = model
         self.dimensions = dimensions
         self.max_input_tokens = OPENAI_MAX_TOKENS_PER_INPUT
@@ -149,23 +165,44 @@ class OpenAIEmbedder:
         self.requests_sent = 0
         self.tokens_sent = 0
 
-    def embed(self, texts: Sequence[str]) -> Vectors:
+    def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
+        import openai
+
+        deadline = None if timeout is None else time.monotonic() + timeout
         rows: list[Vectors] = []
         for batch, tokens in self._batches(texts):
-            extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
-            response = self._client.embeddings.create(model=self.model, input=batch, **extra)
+            try:
+                rows.append(self._request(batch, deadline))
+            except openai.AuthenticationError:
+                if self._refresh_api_key is None:
+                    raise
+                # The key was rotated since this execution environment read it.
+                self._client.api_key = self._refresh_api_key()
+                rows.append(self._request(batch, deadline))
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                raise EmbeddingInputError(str(exc)) from exc
             self.requests_sent += 1
             self.tokens_sent += tokens
-            ordered = sorted(response.data, key=lambda item: item.index)
-            matrix = np.asarray([item.embedding for item in ordered], dtype=np.float32)
-            if matrix.shape != (len(batch), self.dimensions):
-                raise ValueError(
-                    f"embedding API returned shape {matrix.shape}, expected {(len(batch), self.dimensions)}"
-                )
-            rows.append(normalise(matrix))
         if not rows:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return np.vstack(rows)
+
+    def _request(self, batch: list[str], deadline: float | None) -> Vectors:
+        client = self._client
+        if deadline is not None:
+            # Every try of the client's retry loop must fit in what is left of the invocation.
+            left = deadline - time.monotonic()
+            if left <= 1:
+                raise TimeoutError("no time left in this invocation for an embedding request")
+            tries = client.max_retries + 1
+            client = client.with_options(timeout=min(float(client.timeout), left / tries))  # type: ignore[arg-type]
+        extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
+        response = client.embeddings.create(model=self.model, input=batch, **extra)
+        ordered = sorted(response.data, key=lambda item: item.index)
+        matrix = np.asarray([item.embedding for item in ordered], dtype=np.float32)
+        if matrix.shape != (len(batch), self.dimensions):
+            raise ValueError(f"embedding API returned shape {matrix.shape}, expected {(len(batch), self.dimensions)}")
+        return normalise(matrix)
 
     def _batches(self, texts: Sequence[str]) -> Iterator[tuple[list[str], int]]:
         batch: list[str] = []
@@ -199,14 +236,14 @@ def build_embedder(settings: Settings) -> Embedder:
         timeout=settings.openai_timeout_seconds,
         max_retries=settings.openai_max_retries,
     )
-    return OpenAIEmbedder(client, settings.embedding_model, settings.embedding_dimensions)
+    refresh = partial(_openai_api_key, settings, force_fetch=True) if settings.openai_api_key_secret_arn else None
+    return OpenAIEmbedder(client, settings.embedding_model, settings.embedding_dimensions, refresh_api_key=refresh)
 
 
-def _openai_api_key(settings: Settings) -> str:
+def _openai_api_key(settings: Settings, *, force_fetch: bool = False) -> str:
     if settings.openai_api_key_secret_arn:
         from aws_lambda_powertools.utilities.parameters import get_secret
 
-        # cached for five minutes per execution environment, so a rotated key is picked up
-        return str(get_secret(settings.openai_api_key_secret_arn, max_age=300))
+        return str(get_secret(settings.openai_api_key_secret_arn, max_age=300, force_fetch=force_fetch))
     assert settings.openai_api_key is not None  # guaranteed by Settings validation
     return settings.openai_api_key

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -25,6 +26,11 @@ from autotag.runtime import Runtime, get_runtime
 logger = logging.getLogger(__name__)
 
 
+# Time kept back at the end of an invocation for the last writes, the cluster request and the
+# batch response: a timed-out invocation reports nothing and fails its whole batch.
+REPORTING_MARGIN_SECONDS = 15
+
+
 class RecordFailedError(Exception):
     """Marks one SQS record as failed so it is retried and, after the last receive, dead-lettered."""
 
@@ -38,7 +44,7 @@ def handle_embed(event: dict[str, Any], context: Any, metrics: Metrics | None = 
     except EventParseError as exc:
         logger.error("rejected event: %s", exc)
         raise
-    report = _embed(runtime, [("event", changes)], metrics)
+    report = _embed(runtime, [("event", changes)], context, metrics)
     failures = report.failures()
     if failures:
         # A direct (asynchronous) invocation is retried by Lambda and then sent to its
@@ -57,15 +63,19 @@ def _embed_sqs_batch(runtime: Runtime, event: dict[str, Any], context: Any, metr
         except EventParseError as exc:
             logger.error("rejected message %s: %s", message_id, exc, extra={"message_id": message_id})
             rejected[message_id] = str(exc)
-    report = _embed(runtime, items, metrics)
+    report = _embed(runtime, items, context, metrics)
     failures = report.failures() | rejected
     if metrics is not None and rejected:
         metrics.add_metric(name="EventsRejected", unit=MetricUnit.Count, value=len(rejected))
     return _partial_response(event, context, failures)
 
 
-def _embed(runtime: Runtime, items: list[tuple[str, list[ObjectChange]]], metrics: Metrics | None) -> BatchReport:
-    pipeline = EmbedPipeline(runtime.settings, runtime.store, runtime.embedder, runtime.s3)
+def _embed(
+    runtime: Runtime, items: list[tuple[str, list[ObjectChange]]], context: Any, metrics: Metrics | None
+) -> BatchReport:
+    pipeline = EmbedPipeline(
+        runtime.settings, runtime.begin_invocation(), runtime.embedder, runtime.s3, deadline=_deadline(context)
+    )
     report = pipeline.process(items)
     _request_clustering(runtime, {c.workspace for _, changes in items for c in changes if c.workspace})
     if metrics is not None:
@@ -73,6 +83,14 @@ def _embed(runtime: Runtime, items: list[tuple[str, list[ObjectChange]]], metric
             if count:
                 metrics.add_metric(name=f"Documents{result.capitalize()}", unit=MetricUnit.Count, value=count)
     return report
+
+
+def _deadline(context: Any) -> float | None:
+    """When to stop starting work: the invocation's end, less time to write and report."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    return time.monotonic() + float(remaining()) / 1000 - REPORTING_MARGIN_SECONDS
 
 
 def _request_clustering(runtime: Runtime, workspaces: set[str]) -> None:
@@ -94,10 +112,11 @@ def _request_clustering(runtime: Runtime, workspaces: set[str]) -> None:
 
 def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None = None) -> dict[str, Any]:
     runtime = get_runtime()
+    runtime.begin_invocation()
     if not is_sqs_event(event):
         request = ClusterRequest.model_validate(event)
         result = _recompute(runtime, request.workspace, request.change_version, metrics)
-        return _result_dict(result)
+        return dataclasses.asdict(result)
     by_workspace: dict[str, list[str]] = defaultdict(list)
     versions: dict[str, int] = {}
     failures: dict[str, str] = {}
@@ -116,7 +135,7 @@ def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None 
             _recompute(runtime, workspace, versions[workspace], metrics)
         except Exception as exc:
             logger.exception("recompute of %s failed", workspace)
-            runtime.store.conn.rollback()
+            runtime.store.rollback()
             failures.update(dict.fromkeys(message_ids, f"{type(exc).__name__}: {exc}"))
     return _partial_response(event, context, failures)
 
@@ -129,10 +148,6 @@ def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics 
     if not result.recomputed:
         logger.info("skipped %s: %s", workspace, result.reason)
     return result
-
-
-def _result_dict(result: RecomputeResult) -> dict[str, Any]:
-    return dataclasses.asdict(result)
 
 
 def _partial_response(event: dict[str, Any], context: Any, failures: dict[str, str]) -> dict[str, Any]:

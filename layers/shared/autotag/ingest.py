@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -19,13 +20,21 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from autotag.chunking import Chunk, ChunkedText, chunk_text
-from autotag.embeddings import Embedder, Vectors, document_vector
+from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
 from autotag.extraction import Extracted, Skipped, extract
 from autotag.settings import Settings
 from autotag.store import DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store, StoredDocument
 
 logger = logging.getLogger(__name__)
+
+
+class OutOfTimeError(RuntimeError):
+    """Raised for documents the invocation has no time left for."""
+
+
+def _raise(exc: Exception) -> Step:
+    raise exc
 
 
 class Result(StrEnum):
@@ -94,7 +103,11 @@ class BatchReport:
 
 
 class EmbedPipeline:
-    def __init__(self, settings: Settings, store: Store, embedder: Embedder, s3: Any) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, embedder: Embedder, s3: Any, *, deadline: float | None = None
+    ) -> None:
+        """`deadline` (time.monotonic()) is when work must stop so the invocation can still report."""
+        self.deadline = deadline
         self.settings = settings
         self.store = store
         self.embedder = embedder
@@ -139,10 +152,16 @@ class EmbedPipeline:
         workspace = change.workspace
         if workspace is None:
             return Outcome(change, Result.IGNORED, f"key {change.key!r} has no workspace segment")
-        ref = ObjectRef(workspace, change.bucket, change.key)
-        version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
+        self._check_time()
         if change.kind is ChangeKind.DELETED:
-            return self._delete(ref, version)
+            ref = ObjectRef(workspace, change.bucket, change.key)
+            return self._delete(change, ref, ObjectVersion(None, change.version_id, change.sequencer, None))
+        return self._created(change)
+
+    def _created(self, change: ObjectChange) -> Outcome | _Work:
+        assert change.workspace is not None
+        ref = ObjectRef(change.workspace, change.bucket, change.key)
+        version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
         stored = self.store.get_document(ref)
         if stored is not None and sequencer_is_older(change.sequencer, stored.sequencer):
             return Outcome(change, Result.IGNORED, "event is older than the stored state of this key")
@@ -235,27 +254,50 @@ class EmbedPipeline:
             )
         return Outcome(unit.change, Result.SKIPPED, skipped.reason)
 
-    def _delete(self, ref: ObjectRef, version: ObjectVersion) -> Outcome:
+    def _delete(self, change: ObjectChange, ref: ObjectRef, version: ObjectVersion) -> Outcome | _Work:
+        if self._object_exists(change):
+            # The key still has a current object: an older version was deleted or expired, a
+            # delete marker was removed, or the key was written again since. Whatever the
+            # event, the drive shows that object, so it is processed as created.
+            return self._created(replace(change, kind=ChangeKind.CREATED, etag=None))
         with self.store.locked_document(ref) as current:
-            if current is None:
-                return Outcome(None, Result.IGNORED, "deleted object was never recorded")
-            if sequencer_is_older(version.sequencer, current.sequencer):
+            if current is not None and sequencer_is_older(version.sequencer, current.sequencer):
                 return Outcome(None, Result.IGNORED, "event is older than the stored state of this key")
-            # A tombstone keeps the sequencer, so a late, older Object Created cannot resurrect it.
+            # A tombstone (also for a key never recorded) keeps the sequencer, so an older
+            # Object Created still in flight cannot bring the file back.
             self.store.write_without_vector(ref, version, status=DocumentStatus.DELETED, reason="object deleted")
         return Outcome(None, Result.DELETED)
 
+    def _object_exists(self, change: ObjectChange) -> bool:
+        try:
+            self.s3.head_object(Bucket=change.bucket, Key=change.key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+        return True
+
     def _embed(self, report: BatchReport, work: list[_Work]) -> None:
-        """All chunks of all documents in one embed call; on error, per document, to isolate it."""
+        """All chunks of all documents in one embed call.
+
+        When the provider rejects the input, each document is sent alone so only the bad one
+        fails. Any other error (rate limit, outage, timeout) would fail each of them again,
+        so it fails the batch's documents at once, to be retried by SQS.
+        """
         if not work:
             return
         texts = [chunk.text for unit in work for chunk in self._chunks(unit)]
         try:
-            vectors = self.embedder.embed(texts)
-        except Exception:
-            logger.warning("batched embedding failed; retrying document by document", exc_info=True)
+            self._check_time()
+            vectors = self.embedder.embed(texts, timeout=self._time_left())
+        except EmbeddingInputError:
+            logger.warning("the provider rejected the batch; embedding document by document", exc_info=True)
             for unit in work:
                 self._guarded(report, unit.item, unit.change, partial(self._embed_one, unit))
+            return
+        except Exception as exc:
+            for unit in work:
+                self._guarded(report, unit.item, unit.change, partial(_raise, exc))
             return
         offset = 0
         for unit in work:
@@ -264,8 +306,17 @@ class EmbedPipeline:
             offset += count
 
     def _embed_one(self, unit: _Work) -> Step:
-        unit.vectors = self.embedder.embed([chunk.text for chunk in self._chunks(unit)])
+        self._check_time()
+        unit.vectors = self.embedder.embed([chunk.text for chunk in self._chunks(unit)], timeout=self._time_left())
         return None
+
+    def _time_left(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _check_time(self) -> None:
+        left = self._time_left()
+        if left is not None and left <= 0:
+            raise OutOfTimeError("the invocation ran out of time before this document; it will be retried")
 
     @staticmethod
     def _chunks(unit: _Work) -> list[Chunk]:
@@ -275,6 +326,10 @@ class EmbedPipeline:
     def _write_embedded(self, unit: _Work) -> Outcome:
         assert unit.extracted is not None and unit.chunked is not None and unit.vectors is not None
         chunks = unit.chunked.chunks
+        note = None
+        if unit.chunked.truncated:
+            embedded_tokens = sum(c.token_count for c in chunks)
+            note = f"only the first {embedded_tokens} of {unit.chunked.total_tokens} tokens were embedded"
         content = EmbeddedContent(
             content_sha256=unit.sha256,
             content_type=unit.extracted.content_type,
@@ -284,13 +339,13 @@ class EmbedPipeline:
             chunks=chunks,
             chunk_vectors=unit.vectors,
             vector=document_vector(unit.vectors, [c.token_count for c in chunks]),
+            note=note,
         )
         with self.store.locked_document(unit.ref) as current:
             if current is not None and sequencer_is_older(unit.version.sequencer, current.sequencer):
                 return Outcome(unit.change, Result.IGNORED, "a newer event for this key was processed meanwhile")
             self.store.write_embedded(unit.ref, unit.version, content)
-        note = " (text beyond the chunk limit was not embedded)" if unit.chunked.truncated else ""
-        return Outcome(unit.change, Result.EMBEDDED, f"{len(chunks)} chunks{note}")
+        return Outcome(unit.change, Result.EMBEDDED, f"{len(chunks)} chunks" + (f"; {note}" if note else ""))
 
     def _record_failure(self, change: ObjectChange, reason: str) -> None:
         if change.workspace is None or change.kind is ChangeKind.DELETED:
@@ -300,4 +355,4 @@ class EmbedPipeline:
             self.store.write_failure(ref, ObjectVersion(change.etag, change.version_id, None, change.size), reason)
         except Exception:  # the database itself may be what failed; the log line stands
             logger.exception("could not record the failure of %s", change.key)
-            self.store.conn.rollback()
+            self.store.rollback()

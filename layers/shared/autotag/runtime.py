@@ -1,7 +1,8 @@
 """Per-process singletons a function needs: settings, database, embedder, AWS clients.
 
 Built on first use (a cold start) and reused by every invocation of the execution
-environment; the database connection is reopened when it was lost between invocations.
+environment. `begin_invocation` checks the database connection first: one the server or
+RDS Proxy dropped while the environment was frozen still looks open until a query fails.
 """
 
 from __future__ import annotations
@@ -29,16 +30,12 @@ class Runtime:
         self._migrated = False
         self._lock = threading.Lock()
 
-    @cached_property
-    def database_url(self) -> str:
-        return database.database_url(self.settings)
-
     @property
     def store(self) -> Store:
-        """This thread's store, on a live connection, with the schema migrated once per process."""
+        """This thread's store, on an open connection, with the schema migrated once per process."""
         conn: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = database.connect(self.database_url)
+            conn = self._connect()
             with self._lock:
                 if not self._migrated:
                     database.migrate(
@@ -47,6 +44,29 @@ class Runtime:
                     self._migrated = True
             self._local.conn = conn
         return Store(conn)
+
+    def begin_invocation(self) -> Store:
+        """The store, after making sure its connection still answers (reconnecting if not)."""
+        store = self.store
+        try:
+            store.conn.execute("SELECT 1")
+            store.conn.commit()
+        except psycopg.OperationalError:
+            logger.warning("database connection lost since the last invocation; reconnecting")
+            store.conn.close()
+            store = self.store
+        return store
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        # The URL is built per connection, not cached: with Secrets Manager it carries a
+        # password that RDS rotates (get_secret caches it for five minutes).
+        try:
+            return database.connect(database.database_url(self.settings))
+        except psycopg.OperationalError:
+            if not self.settings.database_secret_arn:
+                raise
+            logger.warning("database connection failed; retrying with a freshly read secret")
+            return database.connect(database.database_url(self.settings, force_fetch=True))
 
     @cached_property
     def embedder(self) -> Embedder:

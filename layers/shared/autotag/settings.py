@@ -33,6 +33,8 @@ KNOWN_DIMENSIONS: dict[str, int] = {
     "text-embedding-3-large": 3072,
     "text-embedding-ada-002": 1536,
 }
+# pgvector's HNSW index on the `vector` type stops at 2,000 dimensions.
+MAX_INDEXED_DIMENSIONS = 2000
 # Models that accept the `dimensions` request parameter (Matryoshka truncation).
 SHORTENABLE_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
 
@@ -101,6 +103,12 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"AUTOTAG_EMBEDDING_DIMENSIONS={self.embedding_dimensions} does not match "
                 f"{self.embedding_model!r}, which produces {native}-dimensional vectors"
+            )
+        if self.embedding_dimensions > MAX_INDEXED_DIMENSIONS:
+            raise ValueError(
+                f"AUTOTAG_EMBEDDING_DIMENSIONS={self.embedding_dimensions} for {self.embedding_model!r}: "
+                f"pgvector's HNSW index takes at most "
+                f"{MAX_INDEXED_DIMENSIONS} dimensions; text-embedding-3 models can be shortened, e.g. to 1536"
             )
         if not self.chunk_tokens:
             object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider is EmbeddingProvider.LOCAL else 512)

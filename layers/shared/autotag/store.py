@@ -71,6 +71,7 @@ class EmbeddedContent:
     chunks: Sequence[Chunk]
     chunk_vectors: Vectors
     vector: Vectors
+    note: str | None = None  # e.g. that text beyond the chunk limit was not embedded
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ class DocumentRow:
 class Store:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+
+    def rollback(self) -> None:
+        """End a failed transaction, if the connection is still there to do it on."""
+        if not self.conn.closed and not self.conn.broken:
+            self.conn.rollback()
 
     # --- documents -----------------------------------------------------------------
 
@@ -142,11 +148,11 @@ class Store:
             "INSERT INTO documents (workspace, bucket, key, etag, version_id, sequencer, size_bytes,"
             " content_sha256, content_type, title, status, reason, model, token_count, chunk_count,"
             " embedding, embedded_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', NULL, %s, %s, %s, %s, now())"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', %s, %s, %s, %s, %s, now())"
             " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
             " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
-            " title = EXCLUDED.title, status = 'embedded', reason = NULL, model = EXCLUDED.model,"
+            " title = EXCLUDED.title, status = 'embedded', reason = EXCLUDED.reason, model = EXCLUDED.model,"
             " token_count = EXCLUDED.token_count, chunk_count = EXCLUDED.chunk_count,"
             " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now()"
             " RETURNING id",
@@ -161,6 +167,7 @@ class Store:
                 content.content_sha256,
                 content.content_type,
                 content.title,
+                content.note,
                 content.model,
                 content.token_count,
                 len(content.chunks),
@@ -282,11 +289,16 @@ class Store:
 
     # --- clustering ------------------------------------------------------------------
 
-    def load_embedded_vectors(self, workspace: str) -> tuple[list[int], list[str], Vectors]:
-        """Ids, keys and the (n, dimensions) matrix of the workspace's embedded documents."""
+    def load_embedded_vectors(self, workspace: str, model: str) -> tuple[list[int], list[str], Vectors]:
+        """Ids, keys and the (n, dimensions) matrix of the workspace's documents embedded by `model`.
+
+        Vectors of another model (before a model change is re-embedded) share no space with
+        these, even at the same dimension, so they are left out rather than mixed in.
+        """
         rows = self.conn.execute(
-            "SELECT id, key, embedding FROM documents WHERE workspace = %s AND status = 'embedded' ORDER BY key",
-            (workspace,),
+            "SELECT id, key, embedding FROM documents"
+            " WHERE workspace = %s AND status = 'embedded' AND model = %s ORDER BY key",
+            (workspace, model),
         ).fetchall()
         if not rows:
             return [], [], np.zeros((0, 0), dtype=np.float32)

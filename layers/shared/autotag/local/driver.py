@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -17,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from autotag.local.stack import REGION, LocalStack, QueuePair, normalise_moto_event
+from autotag.local.stack import REGION, LocalStack, QueuePair, Sequencers, normalise_moto_event
 from autotag.local.template_rules import QueueRules
 
 logger = logging.getLogger(__name__)
@@ -34,13 +35,14 @@ class LocalContext:
     memory_limit_in_mb: int = 1024
     function_version: str = "$LATEST"
     aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def invoked_function_arn(self) -> str:
         return f"arn:aws:lambda:{REGION}:123456789012:function:{self.function_name}"
 
     def get_remaining_time_in_millis(self) -> int:
-        return self.timeout_seconds * 1000
+        return max(0, int((self.timeout_seconds - (time.monotonic() - self.started)) * 1000))
 
 
 @dataclass
@@ -64,14 +66,19 @@ def load_function(functions_dir: Path, name: str) -> Handler:
     return handler
 
 
-def sqs_event(messages: list[dict[str, Any]], queue_arn: str, *, normalise: bool) -> dict[str, Any]:
-    """The event Lambda's SQS poller would build from these received messages."""
+def sqs_event(
+    messages: list[dict[str, Any]], queue_arn: str, *, sequencers: Sequencers | None = None
+) -> dict[str, Any]:
+    """The event Lambda's SQS poller would build from these received messages.
+
+    With `sequencers`, bodies are moto EventBridge events brought to AWS's shape.
+    """
     return {
         "Records": [
             {
                 "messageId": m["MessageId"],
                 "receiptHandle": m["ReceiptHandle"],
-                "body": normalise_moto_event(m["Body"]) if normalise else m["Body"],
+                "body": normalise_moto_event(m["Body"], sequencers(m["MessageId"])) if sequencers else m["Body"],
                 "attributes": m.get("Attributes", {}),
                 "messageAttributes": {},
                 "md5OfBody": m["MD5OfBody"],
@@ -102,7 +109,7 @@ class QueueDriver:
         self.rules = rules
         self.handler = handler
         self.function_name = function_name
-        self.normalise = normalise
+        self.sequencers = stack.sequencers if normalise else None
         self.on_batch = on_batch
         self.stats = stats or DrainStats()
 
@@ -116,7 +123,7 @@ class QueueDriver:
                     messages = self._receive()
                     if not messages:
                         break
-                    event = sqs_event(messages, self.queue.arn, normalise=self.normalise)
+                    event = sqs_event(messages, self.queue.arn, sequencers=self.sequencers)
                     context = LocalContext(self.function_name, self.rules.function_timeout)
                     in_flight[pool.submit(self.handler, event, context)] = messages
                 if not in_flight:

@@ -19,10 +19,10 @@ from autotag.local.template_rules import load_rules
 from autotag.runtime import get_runtime, reset_runtime
 from autotag.store import CategoryRecord, DocumentRow
 
-# Powertools settings of a local run: no X-Ray daemon, metrics summarised by the run itself,
-# and only warnings in the log so progress stays readable.
 UPLOAD_SLICE = 100
 
+# Powertools settings of a local run: no X-Ray daemon, metrics summarised by the run itself,
+# and only warnings in the log so progress stays readable.
 LOCAL_POWERTOOLS = {
     "POWERTOOLS_SERVICE_NAME": "autotag",
     "POWERTOOLS_METRICS_NAMESPACE": "Autotag",

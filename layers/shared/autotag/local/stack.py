@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +42,7 @@ class LocalStack:
         self.mirror = data_dir / "s3" / bucket
         self.s3: Any = None
         self.sqs: Any = None
+        self.sequencers = Sequencers()
         self.ingest: QueuePair
         self.cluster: QueuePair
 
@@ -102,9 +103,6 @@ class LocalStack:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
         (self.mirror / key).unlink(missing_ok=True)
 
-    def wipe_mirror(self) -> None:
-        shutil.rmtree(self.mirror, ignore_errors=True)
-
 
 def _resolve_bucket(pattern: Any, bucket: str) -> Any:
     """The rule's pattern with `!Ref DocumentsBucket` replaced by the local bucket's name."""
@@ -119,24 +117,40 @@ def _resolve_bucket(pattern: Any, bucket: str) -> Any:
     return pattern
 
 
-def normalise_moto_event(body: str) -> str:
+def normalise_moto_event(body: str, sequencer: str) -> str:
     """Make moto's EventBridge S3 event look like AWS's.
 
     moto writes `eTag` (AWS: `etag`), leaves keys unencoded (AWS URL-encodes them, as in
     classic notifications), and stamps every event with the same sequencer (AWS's grows per
-    key). Nanosecond time stands in for the sequencer: moto delivers synchronously, in
-    operation order.
+    key), so the caller supplies one.
     """
     event = json.loads(body)
     obj = event.get("detail", {}).get("object")
-    if event.get("source") != "aws.s3" or not isinstance(obj, dict) or ("eTag" not in obj and "key" not in obj):
-        return body
-    if "eTag" in obj:
-        obj["etag"] = obj.pop("eTag")
+    if event.get("source") != "aws.s3" or not isinstance(obj, dict) or "eTag" not in obj:
+        return body  # already AWS's shape
+    obj["etag"] = obj.pop("eTag")
     obj["key"] = quote_plus(obj["key"], safe="/")
-    # Scaled so local events sort after the sample events in events/ (sequencers from AWS docs).
-    obj["sequencer"] = f"{time.time_ns() << 4:018X}"
+    obj["sequencer"] = sequencer
     return json.dumps(event)
+
+
+class Sequencers:
+    """S3-like sequencers for moto's events, one per message, fixed at its first receive.
+
+    moto delivers synchronously and the driver receives oldest first, so first-receive order
+    is operation order; a redelivered message keeps its sequencer, as on AWS. Nanosecond time
+    scaled up keeps local events later than the sample events in events/ (AWS doc values).
+    """
+
+    def __init__(self) -> None:
+        self._assigned: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, message_id: str) -> str:
+        with self._lock:
+            if message_id not in self._assigned:
+                self._assigned[message_id] = f"{time.time_ns() << 4:018X}"
+            return self._assigned[message_id]
 
 
 @contextmanager
