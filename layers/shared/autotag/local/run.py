@@ -124,21 +124,19 @@ class _Progress:
         self.tty = err.isatty()
 
     def __call__(self, _: DrainStats) -> None:
-        line = "  " + "; ".join(
+        if self.tty:
+            print(f"\r{self._line()}", end="", file=self.err, flush=True)
+        elif sum(s.invocations for s in self.stats.values()) % 10 == 1:
+            print(self._line(), file=self.err)
+
+    def done(self) -> None:
+        print(f"\r{self._line()}" if self.tty else self._line(), file=self.err)
+
+    def _line(self) -> str:
+        return "  " + "; ".join(
             f"{name}: {s.invocations} invocations, {s.records} records, {s.failed_records} retried"
             for name, s in self.stats.items()
         )
-        total = sum(s.invocations for s in self.stats.values())
-        if self.tty:
-            print(f"\r{line}", end="", file=self.err, flush=True)
-        elif total % 10 == 1:
-            print(line, file=self.err)
-
-    def done(self) -> None:
-        if self.tty:
-            print(file=self.err)
-        else:
-            self(DrainStats())
 
 
 def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress) -> int:
