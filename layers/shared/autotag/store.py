@@ -103,6 +103,11 @@ class DocumentRow:
     score: float | None
 
 
+def _identity(ref: ObjectRef, version: ObjectVersion) -> tuple[object, ...]:
+    """The leading INSERT values of a document row: where the object is and which version."""
+    return (ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer, version.size_bytes)
+
+
 class Store:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -157,13 +162,7 @@ class Store:
             " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now()"
             " RETURNING id",
             (
-                ref.workspace,
-                ref.bucket,
-                ref.key,
-                version.etag,
-                version.version_id,
-                version.sequencer,
-                version.size_bytes,
+                *_identity(ref, version),
                 content.content_sha256,
                 content.content_type,
                 content.title,
@@ -218,13 +217,7 @@ class Store:
             " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now()"
             " RETURNING id, (SELECT status FROM documents WHERE workspace = %s AND bucket = %s AND key = %s)",
             (
-                ref.workspace,
-                ref.bucket,
-                ref.key,
-                version.etag,
-                version.version_id,
-                version.sequencer,
-                version.size_bytes,
+                *_identity(ref, version),
                 content_sha256,
                 content_type,
                 status,
