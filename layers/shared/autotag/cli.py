@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from autotag.database import SchemaMismatchError
 from autotag.settings import SettingsError
 
 
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
             response = invoke_handler(args.function, args.event, template=template, data_dir=data_dir)
             print(json.dumps(response, indent=2, default=str))
-    except (SettingsError, TemplateError) as exc:
+    except (SettingsError, TemplateError, SchemaMismatchError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
