@@ -33,9 +33,9 @@ class SchemaMismatchError(RuntimeError):
 def database_url(settings: Settings, *, force_fetch: bool = False) -> str:
     if settings.database_url:
         return settings.database_url
-    if settings.database_secret_arn:
-        return _url_from_secret(settings, force_fetch=force_fetch)
-    return embedded_database_url(settings.data_dir)
+    if settings.uses_embedded_database:
+        return embedded_database_url(settings.data_dir)
+    return _url_from_secret(settings, force_fetch=force_fetch)
 
 
 def _url_from_secret(settings: Settings, *, force_fetch: bool) -> str:

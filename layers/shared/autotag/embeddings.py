@@ -100,9 +100,9 @@ class LocalEmbedder:
         # [CLS] and [SEP] take two of the model's positions.
         self.max_input_tokens = int(self._model.max_seq_length or 256) - 2
         self.tokenizer: Tokenizer = _HuggingFaceTokenizer(self._model.tokenizer)
-        # Every encode runs on this one thread: torch already uses every core, and OpenMP keeps
-        # a spinning thread team per calling thread, so encodes from several driver threads
-        # measured 5-10x slower than the same work from one.
+        # Every encode runs on this one thread: torch already uses every core, so encodes from
+        # the driver's concurrent invocations would only compete for them (OpenMP starts a
+        # thread team per calling thread).
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embed")
 
     def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:

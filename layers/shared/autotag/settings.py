@@ -19,10 +19,6 @@ class EmbeddingProvider(StrEnum):
     OPENAI = "openai"
 
 
-class Labeler(StrEnum):
-    KEYWORDS = "keywords"
-
-
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 
@@ -77,7 +73,6 @@ class Settings(BaseSettings):
 
     min_categories: int = Field(default=2, ge=1)
     max_categories: int = Field(default=30, ge=1, le=200)
-    labeler: Labeler = Labeler.KEYWORDS
 
     @model_validator(mode="after")
     def _fill_model_defaults(self) -> Settings:

@@ -135,6 +135,7 @@ class _Progress:
     def _line(self) -> str:
         return "  " + "; ".join(
             f"{name}: {s.invocations} invocations, {s.records} records, {s.failed_records} retried"
+            + (f", {s.crashed_invocations} crashed" if s.crashed_invocations else "")
             for name, s in self.stats.items()
         )
 

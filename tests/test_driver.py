@@ -1,0 +1,61 @@
+"""The local driver applies the template's queue rules: retries, then the DLQ."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotag.local.driver import QueueDriver, dead_letters
+from autotag.local.stack import LocalStack, local_aws
+from autotag.local.template_rules import load_rules
+from tests.conftest import TEMPLATE
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[LocalStack]:
+    with local_aws():
+        stack = LocalStack(load_rules(TEMPLATE), "autotag-local-documents", tmp_path)
+        stack.create()
+        yield stack
+
+
+def send(stack: LocalStack, *bodies: str) -> None:
+    for body in bodies:
+        stack.sqs.send_message(QueueUrl=stack.cluster.url, MessageBody=body)
+
+
+def test_a_crashing_handler_sends_the_batch_to_the_dlq_after_three_receives(stack: LocalStack) -> None:
+    calls: list[int] = []
+
+    def crash(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(len(event["Records"]))
+        raise RuntimeError("boom")
+
+    send(stack, "one", "two")
+    driver = QueueDriver(stack, stack.cluster, stack.rules.cluster, crash, "ClusterFunction")
+
+    driver.drain()
+
+    assert driver.stats.crashed_invocations == len(calls) and sum(calls) == 6  # 2 messages x 3 receives
+    assert sorted(m["Body"] for m in dead_letters(stack, stack.cluster)) == ["one", "two"]
+
+
+def test_only_the_reported_records_are_retried(stack: LocalStack) -> None:
+    seen: list[str] = []
+
+    def fail_bad(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.extend(r["body"] for r in event["Records"])
+        bad = [r["messageId"] for r in event["Records"] if r["body"] == "bad"]
+        return {"batchItemFailures": [{"itemIdentifier": i} for i in bad]}
+
+    send(stack, "good", "bad")
+    driver = QueueDriver(stack, stack.cluster, stack.rules.cluster, fail_bad, "ClusterFunction")
+
+    driver.drain()
+
+    assert seen.count("good") == 1 and seen.count("bad") == 3
+    assert [m["Body"] for m in dead_letters(stack, stack.cluster)] == ["bad"]
+    assert driver.stats.failed_records == 3 and driver.stats.crashed_invocations == 0
