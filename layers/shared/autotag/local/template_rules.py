@@ -59,9 +59,16 @@ def find_template(start: Path | None = None) -> Path:
     raise TemplateError("template.yaml not found; run from the project directory or pass --template")
 
 
-def load_rules(path: Path) -> DeploymentRules:
+def load_template(path: Path) -> dict[str, Any]:
+    """The template as plain data; a short-form tag becomes its long form ({"Ref": ...})."""
     template = yaml.load(path.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)  # noqa: S506
-    resources = template.get("Resources", {})
+    if not isinstance(template, dict):
+        raise TemplateError(f"{path} is not a CloudFormation template")
+    return template
+
+
+def load_rules(path: Path) -> DeploymentRules:
+    resources = load_template(path).get("Resources", {})
     try:
         return DeploymentRules(
             ingest=_queue_rules(resources, "EmbedFunction", "IngestQueueEvent", "IngestQueue"),
