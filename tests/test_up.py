@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,6 +36,7 @@ class LiveStack:
     data_dir: Path
     state: StackState
     s3: Any
+    openai: FakeOpenAIServer
 
     def status(self, capsys: pytest.CaptureFixture[str], *extra: str) -> dict[str, Any]:
         capsys.readouterr()
@@ -84,7 +86,7 @@ def live_stack(openai_env: FakeOpenAIServer, tmp_path: Path) -> Iterator[LiveSta
             aws_access_key_id="test",
             aws_secret_access_key="test",
         )
-        yield LiveStack(process, data_dir, state, s3)
+        yield LiveStack(process, data_dir, state, s3, openai_env)
     finally:
         if process.poll() is None:
             process.kill()
@@ -124,13 +126,25 @@ def test_uploads_are_embedded_categorised_and_deleted_until_the_stack_is_stopped
     assert set(queues) == {"IngestQueue", "IngestQueueDLQ", "ClusterQueue", "ClusterQueueDLQ"}
     assert queues["IngestQueueDLQ"] == queues["ClusterQueueDLQ"] == {"waiting": 0, "in_flight": 0}
 
+    # The embeddings API fails every attempt (one try + two retries): the event goes to the DLQ.
+    live_stack.openai.inject(500, count=3, path="/v1/embeddings")
+    live_stack.s3.put_object(Bucket=BUCKET, Key="acme/unlucky.txt", Body=b"Board minutes of the annual meeting.")
+    report = wait_for(
+        lambda: (r := live_stack.status(capsys))["stack"]["queues"]["IngestQueueDLQ"]["waiting"] == 1 and r,
+        "the failed event to reach the DLQ",
+    )
+    unlucky = documents(report, "acme")["unlucky.txt"]
+    assert unlucky["status"] == "failed" and "500" in unlucky["reason"]
+
     capsys.readouterr()
     assert main(["--data-dir", str(live_stack.data_dir), "status"]) == 0
     text = capsys.readouterr().out
     assert f"stack    {live_stack.state.endpoint}" in text
     assert "IngestQueueDLQ" in text and "ClusterQueueDLQ" in text
-    assert "workspace acme: 2 embedded, 1 skipped" in text
+    assert re.search(r"IngestQueueDLQ +1 +0\n", text)
+    assert "workspace acme: 2 embedded, 1 failed, 1 skipped" in text
     assert "skipped: picture.png (unsupported file type .png)" in text
+    assert "failed: unlucky.txt (" in text
     assert "invoices/march invoice.txt" in text  # as an example of its category
 
     live_stack.s3.delete_object(Bucket=BUCKET, Key="acme/notes.txt")
@@ -142,7 +156,7 @@ def test_uploads_are_embedded_categorised_and_deleted_until_the_stack_is_stopped
         return report if gone else None
 
     report = wait_for(deleted, "the delete to reach the database and the categories")
-    assert report["workspaces"][0]["counts"] == {"deleted": 1, "embedded": 1, "skipped": 1}
+    assert report["workspaces"][0]["counts"] == {"deleted": 1, "embedded": 1, "failed": 1, "skipped": 1}
 
     returncode, err = live_stack.stop()
 
@@ -154,10 +168,11 @@ def test_uploads_are_embedded_categorised_and_deleted_until_the_stack_is_stopped
     assert sorted(p.relative_to(mirror).as_posix() for p in mirror.rglob("*") if p.is_file()) == [
         "invoices/march invoice.txt",
         "picture.png",
+        "unlucky.txt",
     ]
     stopped = live_stack.status(capsys)
     assert stopped["stack"]["running"] is False and "not running" in stopped["stack"]["message"]
-    assert documents(stopped, "acme").keys() == {"picture.png", "invoices/march invoice.txt"}
+    assert documents(stopped, "acme").keys() == {"picture.png", "invoices/march invoice.txt", "unlucky.txt"}
 
 
 def test_a_second_up_on_the_same_data_dir_is_refused(openai_env: FakeOpenAIServer, tmp_path: Path) -> None:
@@ -175,6 +190,7 @@ def test_a_second_up_on_the_same_data_dir_is_refused(openai_env: FakeOpenAIServe
 def test_a_taken_port_is_a_clear_error(openai_env: FakeOpenAIServer, tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
+        taken.listen()
         port = taken.getsockname()[1]
         other = start_up(tmp_path, port=port)
         _, err = other.communicate(timeout=START_SECONDS)

@@ -235,6 +235,8 @@ def served_aws(host: str, port: int) -> Iterator[str]:
 def _check_free(host: str, port: int) -> None:
     # ThreadedMotoServer binds in its thread and waits forever if that fails: check first.
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server will: connections of a stopped server in TIME_WAIT do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
