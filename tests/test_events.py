@@ -260,13 +260,6 @@ def test_sample_event_files_parse_to_exact_changes(name: str, expected: list[Obj
     assert parse_event_file(load_event(name)) == expected
 
 
-def test_every_embed_event_file_is_covered() -> None:
-    from tests.conftest import EVENTS
-
-    embed_files = {path.name for path in EVENTS.glob("*.json")} - {"cluster-request.json"}
-    assert embed_files == {name for name, _ in SAMPLE_EVENTS}
-
-
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -29,6 +30,10 @@ DEFAULT_PORT = 4566
 STATE_FILE = "up.json"
 # How long the poller sleeps when both queues are empty: an upload is picked up within it.
 IDLE_SECONDS = 0.5
+# After an error of the poller itself (not of a handler), e.g. the database gone.
+RETRY_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,16 @@ def _poll(pipeline: LocalPipeline, stop: threading.Event, err: TextIO) -> None:
     """What Lambda's event source mappings do: take batches off both queues while there are any."""
     progress = _Progress(err)
     while not stop.is_set():
-        invoked = _drain_queue(pipeline, "ingest", progress, stop) + _drain_queue(pipeline, "cluster", progress, stop)
+        try:
+            invoked = _drain_queue(pipeline, "ingest", progress, stop) + _drain_queue(
+                pipeline, "cluster", progress, stop
+            )
+        except Exception:
+            # Lambda's poller outlives any error (a handler's crash is already a failed batch):
+            # log it where the operator watches, wait, and poll again.
+            logger.exception("polling the queues failed; retrying in %s s", RETRY_SECONDS)
+            stop.wait(RETRY_SECONDS)
+            continue
         if invoked:
             progress.done()
         else:
