@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,3 +60,23 @@ def test_only_the_reported_records_are_retried(stack: LocalStack) -> None:
     assert seen.count("good") == 1 and seen.count("bad") == 3
     assert [m["Body"] for m in dead_letters(stack, stack.cluster)] == ["bad"]
     assert driver.stats.failed_records == 3 and driver.stats.crashed_invocations == 0
+
+
+def test_once_stopped_the_batches_in_flight_finish_and_no_more_are_taken(stack: LocalStack) -> None:
+    rules = stack.rules.cluster
+    stop = threading.Event()
+
+    def stop_after_this(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        stop.set()  # as SIGTERM reaching `autotag up` while this batch runs
+        return {"batchItemFailures": []}
+
+    total = rules.batch_size * rules.concurrency + 5
+    send(stack, *(f"m{i}" for i in range(total)))
+    driver = QueueDriver(stack, stack.cluster, rules, stop_after_this, "ClusterFunction")
+
+    driver.drain(stop)
+
+    left = stack.sqs.get_queue_attributes(QueueUrl=stack.cluster.url, AttributeNames=["ApproximateNumberOfMessages"])
+    assert 1 <= driver.stats.invocations <= rules.concurrency
+    assert int(left["Attributes"]["ApproximateNumberOfMessages"]) == total - driver.stats.records > 0
+    assert driver.stats.failed_records == 0

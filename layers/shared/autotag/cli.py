@@ -26,17 +26,37 @@ def main(argv: list[str] | None = None) -> int:
     invoke.add_argument("function", choices=["embed", "cluster"])
     invoke.add_argument("--event", type=Path, required=True)
 
+    up_command = commands.add_parser("up", help="keep a local stack running: moto on 127.0.0.1, database, handlers")
+    up_command.add_argument("--port", type=int, default=4566, help="local AWS endpoint port (default 4566; 0: any)")
+
+    status_command = commands.add_parser("status", help="documents, categories and queue depths of the local stack")
+    status_command.add_argument("--workspace", help="only this workspace")
+    status_command.add_argument("--json", action="store_true", help="machine-readable output")
+
     args = parser.parse_args(argv)
     from autotag.local.template_rules import TemplateError, find_template
     from autotag.settings import get_settings
 
     try:
-        template = args.template or find_template()
         data_dir = args.data_dir or get_settings().data_dir
+        if args.command == "status":  # reads the database and the running stack, not the template
+            from autotag.local.status import print_status, status
+
+            print_status(status(data_dir, workspace=args.workspace), sys.stdout, as_json=args.json)
+            return 0
+        template = args.template or find_template()
         if args.command == "run":
             from autotag.local.run import run as run_pipeline
 
             run_pipeline(args.docs_dir, args.workspace, args.out, template=template, data_dir=data_dir, err=sys.stderr)
+        elif args.command == "up":
+            from autotag.local.up import up as serve
+
+            try:
+                serve(template=template, data_dir=data_dir, port=args.port, out=sys.stdout, err=sys.stderr)
+            except OSError as exc:  # the port is taken
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
         else:
             from autotag.local.run import invoke as invoke_handler
 

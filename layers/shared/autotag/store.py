@@ -389,3 +389,18 @@ class Store:
             rows = cur.fetchall()
         self.conn.commit()
         return rows
+
+    def workspaces(self) -> list[str]:
+        """Every workspace the database knows (the operator's status view starts here)."""
+        rows = self.conn.execute("SELECT workspace FROM workspaces ORDER BY workspace").fetchall()
+        self.conn.commit()
+        return [str(row[0]) for row in rows]
+
+    def status_counts(self, workspace: str) -> dict[str, int]:
+        """How many of the workspace's documents are embedded, skipped, failed, deleted."""
+        rows = self.conn.execute(
+            "SELECT status, count(*) FROM documents WHERE workspace = %s GROUP BY status ORDER BY status",
+            (workspace,),
+        ).fetchall()
+        self.conn.commit()
+        return {str(status): int(count) for status, count in rows}

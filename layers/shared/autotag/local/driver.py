@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from threading import Event
 from types import ModuleType
 from typing import Any
 
@@ -113,13 +114,14 @@ class QueueDriver:
         self.on_batch = on_batch
         self.stats = stats or DrainStats()
 
-    def drain(self) -> int:
-        """Invoke the handler until the queue is empty (processed or dead-lettered); returns invocations."""
+    def drain(self, stop: Event | None = None) -> int:
+        """Invoke the handler until the queue is empty (processed or dead-lettered) or, once
+        `stop` is set, until the batches in flight are done; returns invocations."""
         before = self.stats.invocations
         with ThreadPoolExecutor(max_workers=self.rules.concurrency) as pool:
             in_flight: dict[Future[dict[str, Any]], list[dict[str, Any]]] = {}
             while True:
-                while len(in_flight) < self.rules.concurrency:
+                while len(in_flight) < self.rules.concurrency and not (stop and stop.is_set()):
                     messages = self._receive()
                     if not messages:
                         break

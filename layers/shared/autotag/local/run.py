@@ -7,10 +7,11 @@ import json
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from threading import Event
 from typing import Any, TextIO
 
 from autotag.local.driver import DrainStats, Handler, LocalContext, QueueDriver, dead_letters, load_function
@@ -41,13 +42,18 @@ class LocalPipeline:
 
 
 @contextmanager
-def local_pipeline(template: Path, data_dir: Path) -> Iterator[LocalPipeline]:
-    """moto stack + embedded database + the real handlers, configured from `template`."""
+def local_pipeline(
+    template: Path, data_dir: Path, *, aws: Callable[[], AbstractContextManager[object]] = local_aws
+) -> Iterator[LocalPipeline]:
+    """moto stack + embedded database + the real handlers, configured from `template`.
+
+    `aws` provides moto: in-process by default; `autotag up` serves it over HTTP itself.
+    """
     for key, value in LOCAL_POWERTOOLS.items():
         os.environ.setdefault(key, value)
     os.environ["AUTOTAG_DATA_DIR"] = str(data_dir)
     rules = load_rules(template)
-    with local_aws():
+    with aws():
         reset_runtime()
         bucket = get_runtime().settings.documents_bucket
         stack = LocalStack(rules, bucket, data_dir)
@@ -140,7 +146,7 @@ class _Progress:
         )
 
 
-def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress) -> int:
+def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress, stop: Event | None = None) -> int:
     stack = pipeline.stack
     if queue == "ingest":
         pair, rules, handler, name = stack.ingest, stack.rules.ingest, pipeline.embed, "EmbedFunction"
@@ -149,7 +155,7 @@ def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress) -> in
     driver = QueueDriver(
         stack, pair, rules, handler, name, normalise=queue == "ingest", on_batch=progress, stats=progress.stats[name]
     )
-    return driver.drain()
+    return driver.drain(stop)
 
 
 def _drain(pipeline: LocalPipeline, progress: _Progress) -> None:

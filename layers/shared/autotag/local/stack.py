@@ -10,7 +10,9 @@ then finds the objects `autotag run` uploaded.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +28,8 @@ from moto import mock_aws
 from autotag.local.template_rules import DeploymentRules
 
 REGION = "us-east-1"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,28 @@ class LocalStack:
         self.s3.delete_object(Bucket=self.bucket, Key=key)
         (self.mirror / key).unlink(missing_ok=True)
 
+    def save_mirror(self) -> None:
+        """Make the mirror match the bucket, for objects written by others (the AWS CLI)."""
+        keys = set()
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                target = (self.mirror / key).resolve()
+                # A key is any string: "folder/" markers, "..", a key that is also a prefix.
+                if key.endswith("/") or not target.is_relative_to(self.mirror.resolve()):
+                    logger.warning("not mirrored (no file name for this key): %s", key)
+                    continue
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+                except OSError as exc:
+                    logger.warning("not mirrored: %s (%s)", key, exc)
+                    continue
+                keys.add(key)
+        for key in self.stored_keys(""):
+            if key not in keys:
+                (self.mirror / key).unlink()
+
 
 def _resolve_bucket(pattern: Any, bucket: str) -> Any:
     """The rule's pattern with `!Ref DocumentsBucket` replaced by the local bucket's name."""
@@ -154,16 +180,64 @@ class Sequencers:
 
 
 @contextmanager
-def local_aws() -> Iterator[None]:
-    """moto for every boto3 client created inside, with fake credentials that cannot reach AWS."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION)  # noqa: S106
+def _environment(**values: str) -> Iterator[None]:
+    """These environment variables inside, the previous values (or none) restored afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
     try:
-        with mock_aws():
-            yield
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextmanager
+def local_aws() -> Iterator[None]:
+    """moto for every boto3 client created inside, with fake credentials that cannot reach AWS."""
+    with (
+        _environment(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION),  # noqa: S106
+        mock_aws(),
+    ):
+        yield
+
+
+# What `autotag up` tells the AWS CLI to use; moto accepts any, and these cannot reach AWS.
+SERVER_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": REGION}
+
+
+@contextmanager
+def served_aws(host: str, port: int) -> Iterator[str]:
+    """moto as an HTTP server on host:port (0: any free port); yields its endpoint URL.
+
+    Every boto3 client created inside is pointed at it through AWS_ENDPOINT_URL, so the
+    handlers see exactly what an outside AWS CLI writes, and S3's EventBridge delivery runs
+    for objects PUT over HTTP as for in-process ones.
+    """
+    from moto.server import ThreadedMotoServer
+
+    _check_free(host, port)
+    # werkzeug logs every request, and the poller asks SQS twice a second.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    try:
+        bound_host, bound_port = server.get_host_and_port()
+        endpoint = f"http://{bound_host}:{bound_port}"
+        with _environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS):
+            yield endpoint
+    finally:
+        server.stop()
+
+
+def _check_free(host: str, port: int) -> None:
+    # ThreadedMotoServer binds in its thread and waits forever if that fails: check first.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server will: connections of a stopped server in TIME_WAIT do not block it.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port") from None
