@@ -42,3 +42,13 @@ eval-bbc: install
 
 clean:
 	rm -rf $(VENV) .autotag out
+
+.PHONY: extraction-size eval-long-documents
+
+# Installed size of the document-format libraries for the Lambda runtime (python3.12 x86_64).
+extraction-size: install
+	$(BIN)/python benchmarks/extraction_layer_size.py
+
+# First-chunk vs all-chunks document vectors on the BBC corpus (chunk vectors cached in out/).
+eval-long-documents: install
+	$(BIN)/python benchmarks/long_documents.py ../shared/corpora/bbc-news
