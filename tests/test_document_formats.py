@@ -8,6 +8,8 @@ import json
 import time
 import zipfile
 from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +89,15 @@ def test_truncated_pdf_is_skipped_as_corrupt(contract_pdf: bytes, keep: float) -
     result = skipped("ws/contract.pdf", contract_pdf[: int(len(contract_pdf) * keep)])
     assert result.reason.startswith("corrupt PDF: ")
     assert result.content_type == "application/pdf"
+
+
+def test_text_that_mentions_the_pdf_header_is_text() -> None:
+    result = extracted("ws/notes.txt", b"PDF files start with the bytes %PDF-1.7 and end with %%EOF.")
+    assert result.content_type == "text/plain"
+
+
+def test_pdf_header_after_binary_junk_is_a_pdf(contract_pdf: bytes) -> None:
+    assert extracted("ws/contract.bin", b"\x00\x01\x02junk" + contract_pdf).text.split("\n\n") == CONTRACT_PAGES
 
 
 def test_pdf_header_with_garbage_after_it_is_corrupt() -> None:
@@ -243,8 +254,6 @@ def test_email_subject_sender_date_and_plain_body() -> None:
 
 
 def test_email_with_only_an_html_body() -> None:
-    from email.message import EmailMessage
-
     message = EmailMessage()
     message["From"] = "hr@example.com"
     message["Subject"] = "Holiday policy"
@@ -310,6 +319,9 @@ def test_mislabeled_files_are_read_as_what_they_are(contract_pdf: bytes) -> None
     assert extracted("ws/review.pdf", docx_data).content_type == DOCX
     assert extracted("ws/review", docx_data).text == "Quarterly sales review"
     assert extracted("ws/page.txt", b"<!DOCTYPE html><title>Menu</title><p>Fish</p>").title == "Menu"
+    assert extracted("ws/page.bin", b"<title>Menu</title><p>Fish</p>").content_type == "text/html"
+    assert extracted("ws/data", b'{"subject": "Renewal"}').content_type == "application/json"
+    assert extracted("ws/data.txt", b'{"subject": "Renewal"}').content_type == "text/plain"
     assert extracted("ws/notes.pdf", b"Plain notes saved with the wrong name").content_type == "text/plain"
 
 
@@ -358,3 +370,22 @@ def test_time_budget_stops_between_pages_and_keeps_what_was_read(contract_pdf: b
 def test_the_invocation_deadline_fails_the_document_for_a_retry(contract_pdf: bytes) -> None:
     with pytest.raises(TimeoutError, match="will be retried"):
         extract("ws/contract.pdf", contract_pdf, deadline=time.monotonic() - 1)
+
+
+# --- real-world files shipped by Debian packages on this machine -------------------------------------
+
+DEBIAN_PDFS = {
+    # package: (file, first words of the text, pages)
+    "shared-mime-info": ("/usr/share/doc/shared-mime-info/shared-mime-info-spec.pdf", "Shared MIME-info Database", 17),
+    "libtasn1-doc": ("/usr/share/doc/libtasn1-doc/libtasn1.pdf", "Libtasn1", 36),
+}
+
+
+@pytest.mark.parametrize("package", sorted(DEBIAN_PDFS))
+def test_real_world_pdf_from_a_debian_package(package: str) -> None:
+    path, opening, pages = DEBIAN_PDFS[package]
+    if not Path(path).exists():
+        pytest.skip(f"the Debian package {package} is not installed (apt-get install {package})")
+    result = extracted(Path(path).name, Path(path).read_bytes())
+    assert result.text.startswith(opening)
+    assert result.pages == pages and len(result.text) > 20000

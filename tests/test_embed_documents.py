@@ -88,9 +88,18 @@ def test_every_outcome_is_recorded_with_its_reason(aws: FakeAWS, monkeypatch: py
     for key, (body, _) in cases.items():
         aws.put(key, body)
 
-    response = embed(*cases)
+    monkeypatch.setenv("AUTOTAG_MAX_PAGES", "2")
+    aws.put("demo/legal/three-pages.pdf", documents.pdf(["Page one.", "Page two.", "Page three."]))
+
+    response = embed(*cases, "demo/legal/three-pages.pdf")
 
     assert response["batchItemFailures"] == []
+    cut = row("demo/legal/three-pages.pdf")
+    assert (cut["status"], cut["reason"], cut["page_count"]) == (
+        "embedded",
+        "only the first 2 of 3 pages were read (page limit)",
+        3,
+    )
     for key, (_, reason) in cases.items():
         recorded = row(key)
         assert recorded["status"] == "skipped", key

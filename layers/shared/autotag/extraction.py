@@ -102,7 +102,7 @@ def content_type_for(key: str) -> str | None:
 def detect_type(key: str, data: bytes) -> str:
     """The content type of `data`, sniffed from the bytes; raises Refused for what autotag cannot read."""
     head = data[:4096]
-    if b"%PDF-" in data[:1024]:  # the header may follow a little junk, as readers allow
+    if _is_pdf(head):
         return PDF
     if head.startswith(b"PK\x03\x04"):
         return _zip_type(data)
@@ -111,16 +111,26 @@ def detect_type(key: str, data: bytes) -> str:
             raise Refused(f"unsupported file type: {kind} ({_suffix(key)})")
     if head.lstrip().startswith(b"{\\rtf"):
         return RTF
-    hint = content_type_for(key)
     if looks_like_email(head):
         return EMAIL
-    if _HTML_START.match(head) or (hint not in (MARKDOWN, CSV, JSON) and _HTML_TAGS.search(head)):
+    if _HTML_START.match(head):
         return HTML
-    if hint in (MARKDOWN, HTML, CSV, JSON):
+    hint = content_type_for(key)
+    if hint in (PLAIN, MARKDOWN, HTML, CSV, JSON):
         return hint
+    # No text extension to go by (none, or one the content contradicts): weaker markers decide.
+    if _HTML_TAGS.search(head):
+        return HTML
     if head.lstrip()[:1] in (b"{", b"[") and _parses_as_json(data):
         return JSON
     return PLAIN
+
+
+def _is_pdf(head: bytes) -> bool:
+    """A PDF header at the start, or within the first 1,024 bytes after binary junk, as readers allow."""
+    at = head.find(b"%PDF-", 0, 1024)
+    junk = head[:at]
+    return at >= 0 and (not junk.strip() or any(byte < 9 or byte > 127 for byte in junk))
 
 
 def _parses_as_json(data: bytes) -> bool:
