@@ -251,7 +251,8 @@ class EmbedPipeline:
         body.close()
         if size > limit or len(data) > limit:
             ref = ObjectRef(change.workspace or "", change.bucket, change.key)
-            reason = f"over the size limit: object is {max(size, len(data))} bytes, AUTOTAG_MAX_OBJECT_BYTES={limit}"
+            measured = f"{size} bytes" if size > limit else f"more than {limit} bytes"
+            reason = f"over the size limit: object is {measured}, AUTOTAG_MAX_OBJECT_BYTES={limit}"
             return self._write_skipped(_Work("", change, ref, version), Skipped(reason, "application/octet-stream"))
         return data, version
 

@@ -140,8 +140,8 @@ def _paragraphs(package: Package, part: str, paragraph_tag: str, budget: Extract
             element.clear()  # the paragraph is read: keep memory flat on long documents
             if text:
                 paragraphs.append(budget.take(text))
-                if budget.full or budget.time_is_up():
-                    break
+            if budget.full or budget.time_is_up():
+                break
     return paragraphs
 
 
@@ -226,8 +226,8 @@ def _rows(package: Package, part: str, shared: list[str], budget: ExtractionBudg
             if cells:
                 rows.append(budget.take("\t".join(cells)))
                 cells = []
-                if budget.full or budget.time_is_up():
-                    break
+            if budget.full or budget.time_is_up():
+                break
     return rows
 
 
