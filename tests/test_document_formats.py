@@ -84,6 +84,11 @@ def test_scanned_pdf_without_text_layer_is_skipped() -> None:
     assert NO_TEXT_LAYER == "no text layer; OCR not enabled"
 
 
+def test_scanned_pages_within_a_limit_do_not_claim_the_whole_pdf_is_scanned() -> None:
+    result = skipped("ws/scan.pdf", documents.image_only_pdf(2), ExtractionLimits(max_pages=1))
+    assert result.reason == "no text in the pages read: only the first 1 of 2 pages were read (page limit)"
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.9], ids=["half", "tail-missing"])
 def test_truncated_pdf_is_skipped_as_corrupt(contract_pdf: bytes, keep: float) -> None:
     result = skipped("ws/contract.pdf", contract_pdf[: int(len(contract_pdf) * keep)])

@@ -35,6 +35,8 @@ def read_pdf(data: bytes, budget: ExtractionBudget) -> Content:
         if budget.full or budget.time_is_up():
             break
     text = "\n\n".join(t for t in texts if t.strip())
+    if not text.strip() and budget.truncated_by:  # stopped early: the rest may have text
+        raise Refused(f"no text in the pages read: {'; '.join(budget.truncated_by)}")
     if not text.strip():
         raise Refused(NO_TEXT_LAYER)
     info = _info(reader)
