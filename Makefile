@@ -77,3 +77,14 @@ build: tools install
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .autotag out .aws-sam
+
+.PHONY: extraction-size eval-long-documents
+
+# Installed size of the document-format libraries for the Lambda runtime (python3.12 x86_64);
+# WHOLE_LAYER=1 also measures every requirement of the SharedLayer (downloads about 100 MB).
+extraction-size: install
+	$(BIN)/python benchmarks/extraction_layer_size.py $(if $(WHOLE_LAYER),--whole-layer)
+
+# First-chunk vs all-chunks document vectors on the BBC corpus (chunk vectors cached in out/).
+eval-long-documents: install
+	$(BIN)/python benchmarks/long_documents.py ../shared/corpora/bbc-news

@@ -161,7 +161,7 @@ def test_bad_records_fail_alone_and_the_batch_goes_on(aws: FakeAWS) -> None:
     assert failed_ids(response) == ["message-1"]
     assert document(POLICY)["status"] == "embedded"
     skipped = document("demo/engineering/diagram.png")
-    assert skipped["status"] == "skipped" and skipped["reason"] == "unsupported file type .png"
+    assert skipped["status"] == "skipped" and skipped["reason"] == "unsupported file type: PNG image (.png)"
     assert query("SELECT count(*) FROM documents WHERE key = 'loose-file.txt'")[0][0] == 0
 
 

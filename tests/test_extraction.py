@@ -1,4 +1,5 @@
-"""Tests for autotag.extraction: text and title out of txt, markdown and html, or a Skipped reason."""
+"""Tests for autotag.extraction: text and title out of txt, markdown and html, or a Skipped reason
+(PDF, Office and the other formats: test_document_formats.py)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def skipped(key: str, data: bytes) -> Skipped:
         ("ws/PAGE.HTM", "text/html"),
         ("ws/Notes.TXT", "text/plain"),
         ("ws/Read.Me.MD", "text/markdown"),
+        ("ws/report.PDF", "application/pdf"),
         ("ws/image.png", None),
         ("ws/Makefile", None),
         ("ws/archive.txt.gz", None),
@@ -54,6 +56,7 @@ def skipped(key: str, data: bytes) -> Skipped:
         "upper-htm",
         "upper-txt",
         "upper-md-dotted-stem",
+        "pdf-hint",
         "png",
         "no-extension",
         "compressed-text",
@@ -260,15 +263,22 @@ def test_demo_invoice_body_text() -> None:
 
 
 @pytest.mark.parametrize(
-    ("key", "suffix"),
-    [("ws/photo.png", ".png"), ("ws/PHOTO.PNG", ".png"), ("ws/report.pdf", ".pdf"), ("ws/Makefile", "(none)")],
-    ids=["png", "upper-png", "pdf", "no-extension"],
+    ("key", "data", "reason"),
+    [
+        ("ws/photo.png", b"\x89PNG\r\n\x1a\n" + bytes(32), "unsupported file type: PNG image (.png)"),
+        ("ws/PHOTO.PNG", b"\x89PNG\r\n\x1a\n" + bytes(32), "unsupported file type: PNG image (.png)"),
+        ("ws/Makefile", b"GIF89a" + bytes(32), "unsupported file type: GIF image (no extension)"),
+        ("ws/notes.txt.gz", b"\x1f\x8b\x08" + bytes(32), "unsupported file type: gzip archive (.gz)"),
+    ],
+    ids=["png", "upper-png", "no-extension", "compressed-text"],
 )
-def test_unsupported_types_are_skipped_naming_the_suffix(key: str, suffix: str) -> None:
-    result = skipped(key, b"some bytes")
-    assert suffix in result.reason
-    assert "unsupported" in result.reason
-    assert result.content_type == "application/octet-stream"
+def test_unsupported_types_are_skipped_naming_the_kind_and_suffix(key: str, data: bytes, reason: str) -> None:
+    assert extract(key, data) == Skipped(reason, "application/octet-stream")
+
+
+def test_text_with_an_unknown_extension_is_read_as_text() -> None:
+    result = extracted("ws/Makefile", b"build:\n\tcc -o app main.c\n")
+    assert (result.content_type, result.title) == ("text/plain", "build:")
 
 
 @pytest.mark.parametrize(
@@ -297,14 +307,11 @@ def test_html_with_only_markup_has_no_text() -> None:
         b"\x00" * 16,
         random.Random(1234).randbytes(4096),
         bytes(range(1, 32)) * 50,
-        "text in utf-16".encode("utf-16"),
     ],
-    ids=["nul-byte", "all-nul", "random-bytes", "control-chars", "utf-16"],
+    ids=["nul-byte", "all-nul", "random-bytes", "control-chars"],
 )
 def test_binary_content_with_text_name_is_skipped(data: bytes) -> None:
-    result = skipped("ws/data.txt", data)
-    assert "binary" in result.reason
-    assert result.content_type == "text/plain"
+    assert skipped("ws/data.txt", data) == Skipped("unsupported file type: binary content", "application/octet-stream")
 
 
 def test_a_few_control_characters_are_tolerated() -> None:

@@ -58,10 +58,24 @@ def test_every_document_is_embedded_or_skipped_with_a_reason(demo_run: dict[str,
     documents = demo_run["result"]["documents"]
     statuses = Counter(d["status"] for d in documents)
 
-    assert statuses == {"embedded": 44, "skipped": 1}
-    skipped = next(d for d in documents if d["status"] == "skipped")
-    assert skipped["key"] == "engineering/architecture-diagram.png"
-    assert skipped["reason"] == "unsupported file type .png"
+    assert statuses == {"embedded": 53, "skipped": 2}
+    assert {d["key"]: d["reason"] for d in documents if d["status"] == "skipped"} == {
+        "engineering/architecture-diagram.png": "unsupported file type: PNG image (.png)",
+        "engineering/whiteboard-photo-sprint-14-retro.pdf": "no text layer; OCR not enabled",
+    }
+
+
+def test_pdf_and_word_documents_are_categorised_with_their_folders(demo_run: dict[str, Any]) -> None:
+    documents = demo_run["result"]["documents"]
+    majority: dict[str, Counter[str]] = {}
+    for document in documents:
+        if document["category_id"]:
+            majority.setdefault(document["key"].split("/")[0], Counter())[document["category_id"]] += 1
+    office = [d for d in documents if d["key"].endswith((".pdf", ".docx")) and d["status"] == "embedded"]
+    assert {d["key"].rsplit(".", 1)[1] for d in office} == {"pdf", "docx"} and len(office) >= 8
+    for document in office:
+        folder = document["key"].split("/")[0]
+        assert document["category_id"] == majority[folder].most_common(1)[0][0], document["key"]
 
 
 def test_categories_follow_the_kinds_of_documents(demo_run: dict[str, Any]) -> None:
@@ -126,7 +140,7 @@ def test_a_removed_file_is_deleted_from_the_categories(
     result = run(demo_run["docs"], "demo", base / "out3", template=TEMPLATE, data_dir=base / "state", err=io.StringIO())
 
     assert "finance/receipt-office-supplies-march-2025.txt" not in {d["key"] for d in result["documents"]}
-    assert sum(c["size"] for c in result["categories"]) == 43
+    assert sum(c["size"] for c in result["categories"]) == 52
     with psycopg.connect(demo_run["url"]) as conn:
         row = conn.execute(
             "SELECT status, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id) FROM documents d WHERE key = %s",

@@ -210,3 +210,18 @@ def test_settings_are_frozen() -> None:
     with pytest.raises(ValueError, match="frozen"):
         settings.chunk_tokens = 1
     assert isinstance(settings, Settings)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("AUTOTAG_MAX_PAGES", "0"),
+        ("AUTOTAG_MAX_EXTRACTED_CHARS", "0"),
+        ("AUTOTAG_MAX_DECOMPRESSED_BYTES", "-1"),
+        ("AUTOTAG_EXTRACTION_TIME_BUDGET_SECONDS", "0"),
+    ],
+)
+def test_extraction_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=name):
+        load_settings()

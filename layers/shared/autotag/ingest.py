@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,7 +23,7 @@ from botocore.exceptions import ClientError
 from autotag.chunking import Chunk, ChunkedText, chunk_text
 from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
-from autotag.extraction import Extracted, Skipped, extract
+from autotag.extraction import Extracted, ExtractionLimits, Skipped, extract
 from autotag.settings import Settings
 from autotag.store import DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store, StoredDocument
 
@@ -113,6 +114,16 @@ class EmbedPipeline:
         self.embedder = embedder
         self.s3 = s3
         self.chunk_tokens = min(settings.chunk_tokens, embedder.max_input_tokens)
+        self.limits = ExtractionLimits(
+            max_pages=settings.max_pages,
+            max_chars=settings.max_extracted_chars,
+            max_decompressed_bytes=settings.max_decompressed_bytes,
+            time_budget_seconds=settings.extraction_time_budget_seconds,
+        )
+        # Windows advance by at least (chunk - overlap) tokens and a token is at least one
+        # character, so this many chunks always cover the whole text within the character limit.
+        step = self.chunk_tokens - settings.chunk_overlap_tokens
+        self.max_chunks = settings.max_chunks_per_document or math.ceil(settings.max_extracted_chars / step) + 1
 
     def process(self, items: Sequence[tuple[str, Sequence[ObjectChange]]]) -> BatchReport:
         """Process every change of every item (an SQS message id, or one direct invocation)."""
@@ -200,7 +211,7 @@ class EmbedPipeline:
             and stored.model == self.embedder.model
         ):
             return self._unchanged(unit.ref, version)
-        extracted = extract(change.key, data)
+        extracted = extract(change.key, data, self.limits, deadline=self.deadline)
         if isinstance(extracted, Skipped):
             return self._write_skipped(unit, extracted)
         unit.extracted = extracted
@@ -209,7 +220,7 @@ class EmbedPipeline:
             self.embedder.tokenizer,
             max_tokens=self.chunk_tokens,
             overlap=self.settings.chunk_overlap_tokens,
-            max_chunks=self.settings.max_chunks_per_document,
+            max_chunks=self.max_chunks,
         )
         if not unit.chunked.chunks:
             return self._write_skipped(unit, Skipped("no text content", extracted.content_type))
@@ -233,12 +244,17 @@ class EmbedPipeline:
             sequencer=change.sequencer,
             size_bytes=size,
         )
-        if size > self.settings.max_object_bytes:
-            body.close()
+        limit = self.settings.max_object_bytes
+        # Decided on the response headers, before the body is read; the read itself is bounded
+        # too, in case the length was not what the headers said.
+        data = b"" if size > limit else body.read(limit + 1)
+        body.close()
+        if size > limit or len(data) > limit:
             ref = ObjectRef(change.workspace or "", change.bucket, change.key)
-            reason = f"object is {size} bytes, over the {self.settings.max_object_bytes}-byte limit"
+            measured = f"{size} bytes" if size > limit else f"more than {limit} bytes"
+            reason = f"over the size limit: object is {measured}, AUTOTAG_MAX_OBJECT_BYTES={limit}"
             return self._write_skipped(_Work("", change, ref, version), Skipped(reason, "application/octet-stream"))
-        return body.read(), version
+        return data, version
 
     def _write_skipped(self, unit: _Work, skipped: Skipped) -> Outcome:
         with self.store.locked_document(unit.ref) as current:
@@ -326,10 +342,11 @@ class EmbedPipeline:
     def _write_embedded(self, unit: _Work) -> Outcome:
         assert unit.extracted is not None and unit.chunked is not None and unit.vectors is not None
         chunks = unit.chunked.chunks
-        note = None
+        notes = [unit.extracted.note] if unit.extracted.note else []
         if unit.chunked.truncated:
             embedded_tokens = sum(c.token_count for c in chunks)
-            note = f"only the first {embedded_tokens} of {unit.chunked.total_tokens} tokens were embedded"
+            notes.append(f"only the first {embedded_tokens} of {unit.chunked.total_tokens} tokens were embedded")
+        note = "; ".join(notes) or None
         content = EmbeddedContent(
             content_sha256=unit.sha256,
             content_type=unit.extracted.content_type,
@@ -340,6 +357,9 @@ class EmbedPipeline:
             chunk_vectors=unit.vectors,
             vector=document_vector(unit.vectors, [c.token_count for c in chunks]),
             note=note,
+            author=unit.extracted.author,
+            created=unit.extracted.created,
+            page_count=unit.extracted.pages,
         )
         with self.store.locked_document(unit.ref) as current:
             if current is not None and sequencer_is_older(unit.version.sequencer, current.sequencer):

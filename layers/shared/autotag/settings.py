@@ -56,8 +56,15 @@ class Settings(BaseSettings):
 
     chunk_tokens: int = Field(default=0, ge=0, le=8191)
     chunk_overlap_tokens: int = Field(default=32, ge=0)
-    max_chunks_per_document: int = Field(default=64, ge=1)
+    # 0: as many chunks as the whole text within AUTOTAG_MAX_EXTRACTED_CHARS can make, so a
+    # long document's vector comes from all of it; a number caps the embedding cost per document.
+    max_chunks_per_document: int = Field(default=0, ge=0)
     max_object_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # Extraction limits per document (see autotag.formats.base.ExtractionLimits).
+    max_pages: int = Field(default=1000, ge=1)
+    max_extracted_chars: int = Field(default=500_000, ge=1)
+    max_decompressed_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    extraction_time_budget_seconds: float = Field(default=30.0, gt=0)
 
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "AUTOTAG_DATABASE_URL")

@@ -72,6 +72,9 @@ class EmbeddedContent:
     chunk_vectors: Vectors
     vector: Vectors
     note: str | None = None  # e.g. that text beyond the chunk limit was not embedded
+    author: str | None = None  # as the document declares it (PDF info, Office properties, From:)
+    created: datetime | None = None  # when the document says it was created
+    page_count: int | None = None  # PDF pages or presentation slides
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,7 @@ class Store:
         ).fetchone()
         assert row is not None
         document_id = int(row[0])
+        self._write_metadata(ref.workspace, document_id, content)
         self.conn.execute("DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id))
         with self.conn.cursor() as cur:
             cur.executemany(
@@ -186,6 +190,14 @@ class Store:
                 ],
             )
         self._bump(ref.workspace)
+
+    def _write_metadata(self, workspace: str, document_id: int, content: EmbeddedContent) -> None:
+        """The document's declared metadata (migration 0002), beside the row write_embedded made."""
+        self.conn.execute(
+            "UPDATE documents SET author = %s, content_created_at = %s, page_count = %s"
+            " WHERE workspace = %s AND id = %s",
+            (content.author, content.created, content.page_count, workspace, document_id),
+        )
 
     def write_unchanged(self, ref: ObjectRef, version: ObjectVersion) -> None:
         """Inside `locked_document`: same content and model; only the object's identity moved on."""
@@ -214,7 +226,8 @@ class Store:
             " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " status = EXCLUDED.status, reason = EXCLUDED.reason, embedding = NULL, model = NULL,"
-            " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now()"
+            " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now(),"
+            " author = NULL, content_created_at = NULL, page_count = NULL"
             " RETURNING id, (SELECT status FROM documents WHERE workspace = %s AND bucket = %s AND key = %s)",
             (
                 *_identity(ref, version),
