@@ -23,8 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="folder for assignments.json")
 
     invoke = commands.add_parser("invoke", help="run one handler on one event file, like `sam local invoke -e`")
-    invoke.add_argument("function", choices=["embed", "cluster"])
+    invoke.add_argument("function", choices=["embed", "cluster", "reprocess"])
     invoke.add_argument("--event", type=Path, required=True)
+
+    reprocess = commands.add_parser(
+        "reprocess", help="redrive the DLQs and reconcile S3 with the database, then embed what it re-enqueued"
+    )
+    reprocess.add_argument("--workspace", help="reconcile only this workspace (no redrive); default: all")
 
     args = parser.parse_args(argv)
     from autotag.local.template_rules import TemplateError, find_template
@@ -37,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
             from autotag.local.run import run as run_pipeline
 
             run_pipeline(args.docs_dir, args.workspace, args.out, template=template, data_dir=data_dir, err=sys.stderr)
+        elif args.command == "reprocess":
+            from autotag.local.run import reprocess as reprocess_locally
+
+            result = reprocess_locally(args.workspace, template=template, data_dir=data_dir, err=sys.stderr)
+            print(json.dumps(result, indent=2, default=str))
         else:
             from autotag.local.run import invoke as invoke_handler
 

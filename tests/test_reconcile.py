@@ -1,0 +1,192 @@
+"""ReprocessFunction's reconcile, end to end: objects whose events were lost, overwritten or deleted
+without a trace, and rows of another model are found and repaired through the real embed path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from autotag.events import object_created_event, parse_notification
+from autotag.runtime import reset_runtime
+from tests.conftest import load_event
+from tests.reprocess_support import Stack, query, queued_keys, reprocess_stack, rows_by_key, take_all
+from tests.support.openai_server import FakeOpenAIServer
+
+MODEL = "text-embedding-3-small"
+OLD_MODEL = "text-embedding-3-large"
+
+
+def text(topic: str) -> bytes:
+    return f"Notes about {topic}: the {topic} plan, the {topic} budget and the {topic} review.".encode()
+
+
+@pytest.fixture
+def stack(openai_env: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    with reprocess_stack(tmp_path, monkeypatch) as stack:
+        yield stack
+
+
+def embed_with_model(stack: Stack, monkeypatch: pytest.MonkeyPatch, model: str, uploads: dict[str, bytes]) -> None:
+    """Upload and embed with `model` configured (same 1536 dimensions: a model change, same database)."""
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_MODEL", model)
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_DIMENSIONS", "1536")
+    reset_runtime()
+    for key, body in uploads.items():
+        stack.put(key, body)
+    stack.drain()
+
+
+def broken_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch, ws: str) -> None:
+    """One object of each kind reconcile must find, with the events that would have fixed it lost."""
+    embed_with_model(stack, monkeypatch, OLD_MODEL, {f"{ws}/old model.txt": text("archive")})
+    embed_with_model(
+        stack,
+        monkeypatch,
+        MODEL,
+        {f"{ws}/fine.txt": text("hiring"), f"{ws}/gone.txt": text("travel"), f"{ws}/over+written.md": text("audit")},
+    )
+    stack.put(f"{ws}/never embedded ü.txt", text("pricing"))
+    stack.put(f"{ws}/over+written.md", text("security"))
+    stack.delete(f"{ws}/gone.txt")
+    stack.lose_events()
+
+
+def assert_consistent(stack: Stack, ws: str) -> None:
+    """Every object has exactly one up-to-date row; a gone object only a tombstone without chunks."""
+    rows = rows_by_key(ws)
+    present = stack.keys(f"{ws}/") - {f"{ws}/"}  # a folder marker is not a document
+    for key in present:
+        assert rows.get(key) == [("embedded", stack.etag(key), MODEL, 1)], key
+    for key in rows.keys() - present:
+        assert rows[key] == [("deleted", None, None, 0)], key
+
+
+def test_reconcile_finds_each_kind_and_the_embed_path_repairs_it(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, openai_env: FakeOpenAIServer
+) -> None:
+    broken_workspace(stack, monkeypatch, "acme")
+
+    response = stack.reprocess({"workspace": "acme"})
+
+    counts = response["reconcile"]
+    assert response["complete"] and response["completed_workspaces"] == ["acme"]
+    assert (counts["missing"], counts["stale"], counts["other_model"], counts["gone"]) == (1, 1, 1, 1)
+    assert (counts["enqueued"], counts["tombstoned"], counts["objects"]) == (3, 1, 4)
+    assert response["redrive"] == {}  # a workspace's pass leaves the shared DLQs alone
+    # The tombstone of an embedded document changed the categories: a recompute was requested.
+    cluster_queue = stack.pipeline.stack.cluster.url
+    waiting = stack.sqs.get_queue_attributes(QueueUrl=cluster_queue, AttributeNames=["ApproximateNumberOfMessages"])
+    assert waiting["Attributes"]["ApproximateNumberOfMessages"] == "1"
+    requests_before = len(openai_env.embedding_requests())
+    stack.drain()
+    assert_consistent(stack, "acme")
+    # The three re-enqueued documents were embedded; the up-to-date one was not touched.
+    embedded = [text for r in openai_env.embedding_requests()[requests_before:] for text in r.body["input"]]
+    assert len(embedded) == 3 and not any("hiring" in t for t in embedded)
+    assert query("SELECT change_version = clustered_version FROM workspaces WHERE workspace = 'acme'") == [(True,)]
+
+    again = stack.reprocess({"workspace": "acme"})["reconcile"]
+    assert again["missing"] + again["stale"] + again["other_model"] + again["gone"] + again["enqueued"] == 0
+
+
+def test_a_workspace_pass_never_touches_another_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken_workspace(stack, monkeypatch, "acme")
+    broken_workspace(stack, monkeypatch, "beta")
+    beta_before = rows_by_key("beta")
+
+    stack.reprocess({"workspace": "acme"})
+
+    queued = queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url))
+    assert queued and all(key.startswith("acme/") for key in queued)
+    assert rows_by_key("beta") == beta_before
+
+
+def test_a_scheduled_pass_reconciles_every_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken_workspace(stack, monkeypatch, "acme")
+    broken_workspace(stack, monkeypatch, "beta")
+    stack.put("no-workspace.txt", text("root"))  # a key the embed path ignores: not a workspace
+    stack.put("beta/", b"")  # a folder marker: no document
+    stack.lose_events()
+
+    response = stack.reprocess(load_event("scheduled-event.json"))
+
+    assert response["trigger"] == "schedule" and response["complete"]
+    assert response["completed_workspaces"] == ["acme", "beta"]
+    assert response["reconcile"]["missing"] == 2 and response["reconcile"]["gone"] == 2
+    stack.drain()
+    assert_consistent(stack, "acme")
+    assert_consistent(stack, "beta")
+
+
+def test_a_large_workspace_continues_across_invocations(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTAG_RECONCILE_PAGE_SIZE", "3")
+    reset_runtime()
+    gone, lost = [0, 3, 6, 9, 10, 11, 12, 13], [1, 2, 4, 5, 7, 8]
+    for i in gone:  # rows of objects deleted since, around and between the lost uploads
+        stack.put(f"big/{i:02d}.txt", text(f"topic{i}"))
+    stack.drain()
+    for i in gone:
+        stack.delete(f"big/{i:02d}.txt")
+    for i in lost:
+        stack.put(f"big/{i:02d}.txt", text(f"topic{i}"))
+    stack.lose_events()
+
+    # No time left: every invocation compares one page (3 keys), saves its place and stops.
+    responses = [stack.reprocess({"workspace": "big"}, timeout=0)]
+    cursors = [query("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'")]
+    while not responses[-1]["complete"]:
+        responses.append(stack.reprocess({"workspace": "big"}, timeout=0))
+        cursors.append(query("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'"))
+
+    assert [r["reconcile"]["pages"] for r in responses] == [1, 1, 1, 1]
+    # A page ends at the third object listed or the third row read, whichever key comes first.
+    assert cursors == [[("big/04.txt",)], [("big/10.txt",)], [("big/13.txt",)], [(None,)]]
+    assert sum(r["reconcile"]["missing"] for r in responses) == len(lost)
+    assert sum(r["reconcile"]["gone"] for r in responses) == len(gone)
+    queued = queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url))
+    assert sorted(queued) == [f"big/{i:02d}.txt" for i in lost]
+    assert {rows[0][0] for rows in rows_by_key("big").values()} == {"deleted"}
+
+
+def test_a_sweep_continues_with_the_next_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
+    for ws in ("a", "b", "c"):
+        stack.put(f"{ws}/doc.txt", text(ws))
+    stack.lose_events()
+
+    responses = [stack.reprocess(load_event("scheduled-event.json"), timeout=0)]
+    while not responses[-1]["complete"]:
+        responses.append(stack.reprocess(load_event("scheduled-event.json"), timeout=0))
+
+    assert [r["completed_workspaces"] for r in responses] == [["a"], ["b"], ["c"]]
+    assert sorted(queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url))) == [
+        "a/doc.txt",
+        "b/doc.txt",
+        "c/doc.txt",
+    ]
+    # The next pass starts over: a sweep that finished is not continued.
+    assert stack.reprocess(load_event("scheduled-event.json"))["completed_workspaces"] == ["a", "b", "c"]
+
+
+def test_an_alarm_back_to_ok_does_nothing(stack: Stack) -> None:
+    stack.put("acme/doc.txt", text("x"))
+    stack.lose_events()
+    event = load_event("cloudwatch-alarm-state-change.json")
+    event["detail"]["state"]["value"] = "OK"
+
+    response = stack.reprocess(event)
+
+    assert response == {"trigger": "alarm", "alarm": "autotag-dev-IngestDLQAlarm-1A2B3C4D5E6F", "actionable": False}
+    assert take_all(stack.sqs, stack.pipeline.stack.ingest.url) == []
+    assert query("SELECT count(*) FROM reconcile_cursors") == [(0,)]
+
+
+@pytest.mark.parametrize("key", ["acme/a b+c%d.txt", "acme/société/ünïcode.md", "acme/x/../y.txt"])
+def test_the_re_enqueued_event_carries_the_key_as_the_embed_handler_reads_it(key: str) -> None:
+    event: dict[str, Any] = object_created_event("bucket", key, etag="e", size=3, sequencer="0A", event_id="1")
+
+    [change] = parse_notification(event)
+
+    assert (change.key, change.etag, change.size, change.sequencer, change.kind.value) == (key, "e", 3, "0A", "created")
