@@ -3,15 +3,17 @@ without a trace, and rows of another model are found and repaired through the re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from autotag.cli import main
 from autotag.events import object_created_event, parse_notification
 from autotag.runtime import reset_runtime
-from tests.conftest import load_event
+from tests.conftest import TEMPLATE, load_event
 from tests.reprocess_support import Stack, query, queued_keys, reprocess_stack, rows_by_key, take_all
 from tests.support.openai_server import FakeOpenAIServer
 
@@ -93,15 +95,36 @@ def test_reconcile_finds_each_kind_and_the_embed_path_repairs_it(
 
 
 def test_a_workspace_pass_never_touches_another_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:
-    broken_workspace(stack, monkeypatch, "acme")
-    broken_workspace(stack, monkeypatch, "beta")
-    beta_before = rows_by_key("beta")
+    broken_workspace(stack, monkeypatch, "demo")
+    broken_workspace(stack, monkeypatch, "demo2")  # shares the prefix "demo"
+    other_before = rows_by_key("demo2")
 
-    stack.reprocess({"workspace": "acme"})
+    response = stack.reprocess(load_event("reprocess-workspace.json"))
 
+    assert response["trigger"] == "manual" and response["completed_workspaces"] == ["demo"]
     queued = queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url))
-    assert queued and all(key.startswith("acme/") for key in queued)
-    assert rows_by_key("beta") == beta_before
+    assert len(queued) == 3 and all(key.startswith("demo/") for key in queued)
+    assert rows_by_key("demo2") == other_before
+    assert query("SELECT workspace FROM reconcile_cursors") == [("demo",)]
+
+
+def test_autotag_reprocess_embeds_files_whose_events_were_lost(
+    openai_env: FakeOpenAIServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Objects restored into the local bucket at start-up arrive without events, like lost ones.
+    mirror = tmp_path / "state" / "s3" / "autotag-local-documents" / "acme"
+    mirror.mkdir(parents=True)
+    (mirror / "plan.txt").write_bytes(text("roadmap"))
+    (mirror / "notes.md").write_bytes(text("retro"))
+    args = ["--template", str(TEMPLATE), "--data-dir", str(tmp_path / "state")]
+
+    assert main([*args, "reprocess", "--workspace", "acme"]) == 0
+
+    result = json.loads(capsys.readouterr().out)
+    assert [p["reconcile"]["missing"] for p in result["passes"]] == [2]
+    assert result["drained"]["EmbedFunction"]["records"] == 2
+    statuses = query("SELECT key, status, model FROM documents ORDER BY key")
+    assert statuses == [("acme/notes.md", "embedded", MODEL), ("acme/plan.txt", "embedded", MODEL)]
 
 
 def test_a_scheduled_pass_reconciles_every_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -73,14 +73,17 @@ class Redriver:
     def redrive(self, route: RedriveRoute) -> RedriveCounts:
         counts = RedriveCounts()
         held: list[str] = []  # receipt handles of parked messages, made visible again at the end
-        seen: set[str] = set()
+        seen: set[str] = set()  # ids settled by this pass, and of the parked copies it sent
         try:
             while True:
-                messages = [m for m in self._receive(route.dlq_url) if m["MessageId"] not in seen]
-                if not messages:
+                received = self._receive(route.dlq_url)
+                if not received:
                     break
-                seen.update(m["MessageId"] for m in messages)
-                self._settle(route, messages, counts, held)
+                fresh = [m for m in received if m["MessageId"] not in seen]
+                # A parked copy made by this pass: kept out of sight until the end, not counted.
+                held.extend(m["ReceiptHandle"] for m in received if m["MessageId"] in seen)
+                seen.update(m["MessageId"] for m in fresh)
+                seen.update(self._settle(route, fresh, counts, held))
                 if self.deadline is not None and time.monotonic() >= self.deadline:
                     logger.warning("out of time while redriving %s; the next pass continues", route.name)
                     break
@@ -101,7 +104,8 @@ class Redriver:
 
     def _settle(
         self, route: RedriveRoute, messages: list[dict[str, Any]], counts: RedriveCounts, held: list[str]
-    ) -> None:
+    ) -> list[str]:
+        """Redrive or park each message; returns the ids of the parked copies sent to the DLQ."""
         outgoing: dict[str, list[tuple[dict[str, Any], dict[str, Any]]]] = {route.target_url: [], route.dlq_url: []}
         for message in messages:
             attributes = _sendable(message.get("MessageAttributes", {}))
@@ -118,14 +122,15 @@ class Redriver:
                 attributes[PARKED_REASON] = {"DataType": "String", "StringValue": reason[:MAX_REASON_CHARS]}
                 outgoing[route.dlq_url].append((message, attributes))
                 logger.warning("parked a message in %s: %s", route.name, reason, extra={"queue": route.name})
-        sent_to_target = self._send(route.target_url, outgoing[route.target_url])
-        parked = self._send(route.dlq_url, outgoing[route.dlq_url])
+        sent_to_target, _ = self._send(route.target_url, outgoing[route.target_url])
+        parked, copies = self._send(route.dlq_url, outgoing[route.dlq_url])
         counts.redriven += len(sent_to_target)
         counts.parked += len(parked)
         attempted = len(outgoing[route.target_url]) + len(outgoing[route.dlq_url])
         counts.send_failed += attempted - len(sent_to_target) - len(parked)
         # Only what SQS confirmed is deleted: an unconfirmed send leaves the message in the DLQ.
         self._delete(route.dlq_url, sent_to_target + parked)
+        return copies
 
     def _hopeless(self, route: RedriveRoute, body: str, redrives: int) -> str | None:
         try:
@@ -138,10 +143,13 @@ class Redriver:
         last = route.describe(body) if route.describe is not None else None
         return f"{reason}; last error: {last}" if last else reason
 
-    def _send(self, url: str, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
-        """Send the bodies with their new attributes; returns the receipt handles SQS confirmed."""
+    def _send(self, url: str, batch: list[tuple[dict[str, Any], dict[str, Any]]]) -> tuple[list[str], list[str]]:
+        """Send the bodies with their new attributes.
+
+        Returns the receipt handles of the messages SQS confirmed, and the ids of the new ones.
+        """
         if not batch:
-            return []
+            return [], []
         entries = [
             {"Id": str(i), "MessageBody": message["Body"], "MessageAttributes": attributes}
             for i, (message, attributes) in enumerate(batch)
@@ -149,7 +157,8 @@ class Redriver:
         response = self.sqs.send_message_batch(QueueUrl=url, Entries=entries)
         for failure in response.get("Failed", []):
             logger.error("could not send a dead letter to %s: %s", url, failure.get("Message"))
-        return [batch[int(ok["Id"])][0]["ReceiptHandle"] for ok in response.get("Successful", [])]
+        confirmed = response.get("Successful", [])
+        return [batch[int(ok["Id"])][0]["ReceiptHandle"] for ok in confirmed], [ok["MessageId"] for ok in confirmed]
 
     def _delete(self, url: str, handles: list[str]) -> None:
         for start in range(0, len(handles), SQS_BATCH):

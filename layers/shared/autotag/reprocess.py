@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from autotag.cluster_requests import ClusterRequest, send_cluster_requests
 from autotag.events import parse_sqs_body
 from autotag.reconcile import ReconcileCounts, Reconciler
@@ -95,7 +97,7 @@ def redrive_routes(settings: Settings, store: Store) -> list[RedriveRoute]:
     """The DLQs this deployment has, each with the queue its messages go back to."""
     pairs: list[tuple[str, str | None, str | None, Callable[[str], object]]] = [
         ("IngestDLQ", settings.ingest_dlq_url, settings.ingest_queue_url, parse_sqs_body),
-        ("ClusterDLQ", settings.cluster_dlq_url, settings.cluster_queue_url, ClusterRequest.model_validate_json),
+        ("ClusterDLQ", settings.cluster_dlq_url, settings.cluster_queue_url, _cluster_request),
         # Events EventBridge could not deliver to IngestQueue: the same bodies, sent on.
         ("IngestRuleDLQ", settings.ingest_rule_dlq_url, settings.ingest_queue_url, parse_sqs_body),
     ]
@@ -105,6 +107,13 @@ def redrive_routes(settings: Settings, store: Store) -> list[RedriveRoute]:
             describe = _document_failure(store) if validate is parse_sqs_body else None
             routes.append(RedriveRoute(name, dlq, target, validate, describe))
     return routes
+
+
+def _cluster_request(body: str) -> ClusterRequest:
+    try:
+        return ClusterRequest.model_validate_json(body)
+    except ValidationError as exc:
+        raise ValueError(f"not a ClusterRequest: {exc.errors()[0]['msg']}") from None
 
 
 def _document_failure(store: Store) -> Callable[[str], str | None]:
