@@ -5,12 +5,14 @@ provider against the local OpenAI-compatible server."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from autotag.local.driver import LocalContext, QueueDriver
@@ -100,6 +102,12 @@ def query(sql: str, *params: Any) -> list[tuple[Any, ...]]:
     rows = store.conn.execute(sql, params).fetchall()
     store.conn.commit()
     return rows
+
+
+def committed(sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """A query on a connection of its own: sees only what was committed."""
+    with psycopg.connect(os.environ["DATABASE_URL"]) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 def rows_by_key(workspace: str) -> dict[str, list[tuple[Any, ...]]]:

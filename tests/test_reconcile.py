@@ -14,7 +14,7 @@ from autotag.cli import main
 from autotag.events import object_created_event, parse_notification
 from autotag.runtime import reset_runtime
 from tests.conftest import TEMPLATE, load_event
-from tests.reprocess_support import Stack, query, queued_keys, reprocess_stack, rows_by_key, take_all
+from tests.reprocess_support import Stack, committed, query, queued_keys, reprocess_stack, rows_by_key, take_all
 from tests.support.openai_server import FakeOpenAIServer
 
 MODEL = "text-embedding-3-small"
@@ -48,9 +48,17 @@ def broken_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch, ws: str) -> 
         stack,
         monkeypatch,
         MODEL,
-        {f"{ws}/fine.txt": text("hiring"), f"{ws}/gone.txt": text("travel"), f"{ws}/over+written.md": text("audit")},
+        {
+            f"{ws}/fine.txt": text("hiring"),
+            f"{ws}/gone.txt": text("travel"),
+            f"{ws}/over+written.md": text("audit"),
+            f"{ws}/back again.txt": text("legal"),
+        },
     )
+    stack.delete(f"{ws}/back again.txt")  # a tombstone...
+    stack.drain()
     stack.put(f"{ws}/never embedded ü.txt", text("pricing"))
+    stack.put(f"{ws}/back again.txt", text("legal"))  # ...and the upload after it, both lost
     stack.put(f"{ws}/over+written.md", text("security"))
     stack.delete(f"{ws}/gone.txt")
     stack.lose_events()
@@ -75,8 +83,8 @@ def test_reconcile_finds_each_kind_and_the_embed_path_repairs_it(
 
     counts = response["reconcile"]
     assert response["complete"] and response["completed_workspaces"] == ["acme"]
-    assert (counts["missing"], counts["stale"], counts["other_model"], counts["gone"]) == (1, 1, 1, 1)
-    assert (counts["enqueued"], counts["tombstoned"], counts["objects"]) == (3, 1, 4)
+    assert (counts["missing"], counts["stale"], counts["other_model"], counts["gone"]) == (2, 1, 1, 1)
+    assert (counts["enqueued"], counts["tombstoned"], counts["objects"]) == (4, 1, 5)
     assert response["redrive"] == {}  # a workspace's pass leaves the shared DLQs alone
     # The tombstone of an embedded document changed the categories: a recompute was requested.
     cluster_queue = stack.pipeline.stack.cluster.url
@@ -85,9 +93,9 @@ def test_reconcile_finds_each_kind_and_the_embed_path_repairs_it(
     requests_before = len(openai_env.embedding_requests())
     stack.drain()
     assert_consistent(stack, "acme")
-    # The three re-enqueued documents were embedded; the up-to-date one was not touched.
+    # The four re-enqueued documents were embedded; the up-to-date one was not touched.
     embedded = [text for r in openai_env.embedding_requests()[requests_before:] for text in r.body["input"]]
-    assert len(embedded) == 3 and not any("hiring" in t for t in embedded)
+    assert len(embedded) == 4 and not any("hiring" in t for t in embedded)
     assert query("SELECT change_version = clustered_version FROM workspaces WHERE workspace = 'acme'") == [(True,)]
 
     again = stack.reprocess({"workspace": "acme"})["reconcile"]
@@ -103,7 +111,7 @@ def test_a_workspace_pass_never_touches_another_workspace(stack: Stack, monkeypa
 
     assert response["trigger"] == "manual" and response["completed_workspaces"] == ["demo"]
     queued = queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url))
-    assert len(queued) == 3 and all(key.startswith("demo/") for key in queued)
+    assert len(queued) == 4 and all(key.startswith("demo/") for key in queued)
     assert rows_by_key("demo2") == other_before
     assert query("SELECT workspace FROM reconcile_cursors") == [("demo",)]
 
@@ -138,7 +146,7 @@ def test_a_scheduled_pass_reconciles_every_workspace(stack: Stack, monkeypatch: 
 
     assert response["trigger"] == "schedule" and response["complete"]
     assert response["completed_workspaces"] == ["acme", "beta"]
-    assert response["reconcile"]["missing"] == 2 and response["reconcile"]["gone"] == 2
+    assert response["reconcile"]["missing"] == 4 and response["reconcile"]["gone"] == 2
     stack.drain()
     assert_consistent(stack, "acme")
     assert_consistent(stack, "beta")
@@ -159,10 +167,10 @@ def test_a_large_workspace_continues_across_invocations(stack: Stack, monkeypatc
 
     # No time left: every invocation compares one page (3 keys), saves its place and stops.
     responses = [stack.reprocess({"workspace": "big"}, timeout=0)]
-    cursors = [query("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'")]
+    cursors = [committed("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'")]
     while not responses[-1]["complete"]:
         responses.append(stack.reprocess({"workspace": "big"}, timeout=0))
-        cursors.append(query("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'"))
+        cursors.append(committed("SELECT after_key FROM reconcile_cursors WHERE workspace = 'big'"))
 
     assert [r["reconcile"]["pages"] for r in responses] == [1, 1, 1, 1]
     # A page ends at the third object listed or the third row read, whichever key comes first.

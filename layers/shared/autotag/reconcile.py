@@ -157,7 +157,10 @@ class Reconciler:
         rows = self.store.rows_in_key_order(workspace, self.bucket, after=cursor, upto=upper, limit=self.page_size)
         if len(rows) == self.page_size:
             upper = rows[-1].key
-            objects = [o for o in objects if o.key <= upper]
+        # Keys the embed path files under no workspace (a bare "<workspace>/" folder marker).
+        objects = [
+            o for o in objects if (upper is None or o.key <= upper) and _workspace_of(self.bucket, o.key) == workspace
+        ]
         self.counts.pages += 1
         self.counts.objects += len(objects)
         self.counts.rows += len(rows)
@@ -165,7 +168,7 @@ class Reconciler:
         return upper, upper is None
 
     def _compare(self, workspace: str, objects: list[ListedObject], rows: list[RowState]) -> None:
-        listed = {o.key: o for o in objects if _workspace_of(self.bucket, o.key) == workspace}
+        listed = {o.key: o for o in objects}
         stored = {r.key: r for r in rows}
         to_enqueue: list[tuple[ListedObject, RowState | None]] = []
         for key in sorted(listed.keys() | stored.keys()):

@@ -61,6 +61,8 @@ def reprocess(
     trigger: Trigger, settings: Settings, store: Store, s3: Any, sqs: Any, *, deadline: float | None
 ) -> ReprocessReport:
     """Run one pass (or continue one) until done or `deadline` (time.monotonic())."""
+    if not settings.ingest_queue_url:
+        raise RuntimeError("AUTOTAG_INGEST_QUEUE_URL is not set: reconciling needs the queue to re-enqueue objects")
     report = ReprocessReport(trigger=trigger.kind.value, workspace=trigger.workspace)
     if trigger.workspace is None:
         redriver = Redriver(
@@ -68,8 +70,6 @@ def reprocess(
         )
         for route in redrive_routes(settings, store):
             report.redrive[route.name] = redriver.redrive(route)
-    if not settings.ingest_queue_url:
-        raise RuntimeError("AUTOTAG_INGEST_QUEUE_URL is not set: reconciling needs the queue to re-enqueue objects")
     reconciler = Reconciler(
         store,
         s3,

@@ -448,16 +448,16 @@ class Store:
 
     def save_reconcile_cursor(self, workspace: str, bucket: str, after_key: str | None) -> None:
         """Record progress (`after_key`), or with None that the workspace's pass is complete."""
-        with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO reconcile_cursors AS c (workspace, bucket, after_key, started_at, completed_at)"
-                " VALUES (%s, %s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
-                " ON CONFLICT (workspace, bucket) DO UPDATE SET after_key = EXCLUDED.after_key,"
-                " started_at = CASE WHEN c.after_key IS NULL THEN now() ELSE c.started_at END,"
-                " completed_at = CASE WHEN EXCLUDED.after_key IS NULL THEN now() ELSE c.completed_at END,"
-                " updated_at = now()",
-                (workspace, bucket, after_key, after_key),
-            )
+        self.conn.execute(
+            "INSERT INTO reconcile_cursors AS c (workspace, bucket, after_key, started_at, completed_at)"
+            " VALUES (%s, %s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
+            " ON CONFLICT (workspace, bucket) DO UPDATE SET after_key = EXCLUDED.after_key,"
+            " started_at = CASE WHEN c.after_key IS NULL THEN now() ELSE c.started_at END,"
+            " completed_at = CASE WHEN EXCLUDED.after_key IS NULL THEN now() ELSE c.completed_at END,"
+            " updated_at = now()",
+            (workspace, bucket, after_key, after_key),
+        )
+        self.conn.commit()
 
     def sweep_position(self, bucket: str) -> str | None:
         """The last workspace prefix an unfinished reconcile of every workspace finished."""
@@ -467,13 +467,13 @@ class Store:
 
     def save_sweep_position(self, bucket: str, after_prefix: str | None) -> None:
         """Record the last workspace finished, or with None that the sweep is complete."""
-        with self.conn.transaction():
-            self.conn.execute(
-                "INSERT INTO reconcile_sweeps AS s (bucket, after_prefix, started_at, completed_at)"
-                " VALUES (%s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
-                " ON CONFLICT (bucket) DO UPDATE SET after_prefix = EXCLUDED.after_prefix,"
-                " started_at = CASE WHEN s.after_prefix IS NULL THEN now() ELSE s.started_at END,"
-                " completed_at = CASE WHEN EXCLUDED.after_prefix IS NULL THEN now() ELSE s.completed_at END,"
-                " updated_at = now()",
-                (bucket, after_prefix, after_prefix),
-            )
+        self.conn.execute(
+            "INSERT INTO reconcile_sweeps AS s (bucket, after_prefix, started_at, completed_at)"
+            " VALUES (%s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
+            " ON CONFLICT (bucket) DO UPDATE SET after_prefix = EXCLUDED.after_prefix,"
+            " started_at = CASE WHEN s.after_prefix IS NULL THEN now() ELSE s.started_at END,"
+            " completed_at = CASE WHEN EXCLUDED.after_prefix IS NULL THEN now() ELSE s.completed_at END,"
+            " updated_at = now()",
+            (bucket, after_prefix, after_prefix),
+        )
+        self.conn.commit()
