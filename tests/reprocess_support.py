@@ -50,14 +50,16 @@ class Stack:
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return {o["Key"] for page in pages for o in page.get("Contents", [])}
 
-    def drain(self) -> None:
-        """Run the embed and cluster functions until both queues are empty (the Lambda pollers)."""
+    def drain(self, *, cluster: bool = True) -> None:
+        """Run the embed (and cluster) functions until their queues are empty (the Lambda pollers)."""
         stack = self.pipeline.stack
-        ingest = QueueDriver(
-            stack, stack.ingest, stack.rules.ingest, self.pipeline.embed, "EmbedFunction", normalise=True
-        )
-        cluster = QueueDriver(stack, stack.cluster, stack.rules.cluster, self.pipeline.cluster, "ClusterFunction")
-        while ingest.drain() + cluster.drain():
+        embed = self.pipeline.embed
+        ingest = QueueDriver(stack, stack.ingest, stack.rules.ingest, embed, "EmbedFunction", normalise=True)
+        if not cluster:
+            ingest.drain()
+            return
+        recompute = QueueDriver(stack, stack.cluster, stack.rules.cluster, self.pipeline.cluster, "ClusterFunction")
+        while ingest.drain() + recompute.drain():
             pass
 
     def lose_events(self) -> int:

@@ -110,7 +110,7 @@ def test_a_message_redriven_twice_ends_as_one_document(stack: Stack, openai_env:
         stack.sqs.send_message(QueueUrl=queues.ingest.dlq_url, MessageBody=event["Body"])
 
     stack.reprocess({})
-    stack.drain()
+    stack.drain(cluster=False)
 
     assert rows_by_key("acme") == {
         "acme/report.txt": [("embedded", stack.etag("acme/report.txt"), "text-embedding-3-small", 1)]

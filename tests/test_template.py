@@ -395,11 +395,12 @@ def test_scikit_learn_ships_only_with_the_function_that_clusters() -> None:
 
 
 def test_the_embed_handler_imports_neither_scikit_learn_nor_scipy() -> None:
-    """What makes the ClusteringLayer split work: the embed path must not need it."""
+    """What makes the ClusteringLayer split work: the embed (and migrate, reprocess) path must not need it."""
     code = (
         "import runpy, sys\n"
         "runpy.run_path('functions/embed/app.py')\n"
         "runpy.run_path('functions/migrate/app.py')\n"
+        "runpy.run_path('functions/reprocess/app.py')\n"
         "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))\n"
     )
     env = {
