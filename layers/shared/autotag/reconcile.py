@@ -5,7 +5,9 @@ What it finds for each key of a workspace, and what it does:
 - missing: an object with no row, or only a tombstone (its Object Created event was lost)
   → re-enqueued;
 - stale: a row whose ETag is not the object's current one (an overwrite's event was lost)
-  → re-enqueued;
+  → re-enqueued. The listing gives ETags, not version ids: a new version with the same bytes
+  keeps its ETag and needs no new vectors (and a multipart upload of the same bytes, whose
+  ETag differs, is found unchanged by its content hash);
 - other model: a row embedded by another model than the configured one → re-enqueued, so it
   is embedded again (clustering leaves it out meanwhile);
 - gone: a row of an object no longer in the bucket (its Object Deleted was lost) → tombstoned,
