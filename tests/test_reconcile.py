@@ -9,9 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_lambda_powertools import Metrics
 
 from autotag.cli import main
 from autotag.events import object_created_event, parse_notification
+from autotag.handlers import handle_reprocess
+from autotag.local.driver import LocalContext
 from autotag.runtime import reset_runtime
 from tests.conftest import TEMPLATE, load_event
 from tests.reprocess_support import Stack, committed, query, queued_keys, reprocess_stack, rows_by_key, take_all
@@ -222,3 +225,17 @@ def test_the_re_enqueued_event_carries_the_key_as_the_embed_handler_reads_it(key
     [change] = parse_notification(event)
 
     assert (change.key, change.etag, change.size, change.sequencer, change.kind.value) == (key, "e", 3, "0A", "created")
+
+
+def test_the_counts_are_powertools_metrics_too(stack: Stack) -> None:
+    for key in ("acme/one.txt", "acme/two.txt"):
+        stack.put(key, text(key))
+    stack.lose_events()
+    metrics = Metrics(namespace="Autotag", service="autotag")
+
+    response = handle_reprocess({"workspace": "acme"}, LocalContext("ReprocessFunction", 900), metrics)
+
+    emitted: dict[str, Any] = dict(metrics.serialize_metric_set())  # EMF: the values sit beside "_aws"
+    assert response["reconcile"]["missing"] == 2
+    assert emitted["ReprocessMissing"] == [2.0] and emitted["ReprocessEnqueued"] == [2.0]
+    assert emitted["ReprocessObjectsChecked"] == [2.0] and emitted["ReprocessGone"] == [0.0]
