@@ -28,3 +28,6 @@ CREATE TABLE reconcile_sweeps (
 
 -- The reconcile's walk over one workspace's rows in S3's key order.
 CREATE INDEX documents_reconcile_order ON documents (workspace, bucket, key COLLATE "C");
+
+-- A sweep's step to the next workspace, in the same order.
+CREATE INDEX workspaces_prefix_order ON workspaces (((workspace || '/') COLLATE "C"));
