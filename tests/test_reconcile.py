@@ -232,6 +232,7 @@ def test_the_counts_are_powertools_metrics_too(stack: Stack) -> None:
         stack.put(key, text(key))
     stack.lose_events()
     metrics = Metrics(namespace="Autotag", service="autotag")
+    metrics.clear_metrics()  # Powertools shares one metric set between instances; start empty
 
     response = handle_reprocess({"workspace": "acme"}, LocalContext("ReprocessFunction", 900), metrics)
 
