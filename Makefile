@@ -34,6 +34,7 @@ typecheck: install
 	$(BIN)/mypy functions/embed/app.py
 	$(BIN)/mypy functions/cluster/app.py
 	$(BIN)/mypy functions/migrate/app.py
+	$(BIN)/mypy functions/reprocess/app.py
 
 check: lint typecheck test
 

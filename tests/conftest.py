@@ -82,6 +82,9 @@ def _powertools_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     for name in list(os.environ):
         if name.startswith(("AUTOTAG_", "OPENAI_")) or name == "DATABASE_URL":
             monkeypatch.delenv(name)
+    # A local run quiets Powertools for its own output (LOCAL_POWERTOOLS); not for later tests.
+    monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    monkeypatch.delenv("POWERTOOLS_LOG_LEVEL", raising=False)
     yield
     # The handler modules' Powertools Logger keeps one stream handler, bound to the sys.stdout
     # of the test that created it, which pytest closes afterwards: point it at the real one.

@@ -188,6 +188,60 @@ def test_dashboard_shows_every_alarm_and_is_valid_json() -> None:
     assert len(alarm_widget["properties"]["alarms"]) == len(resources_of("AWS::CloudWatch::Alarm"))
 
 
+# --- reprocessing -------------------------------------------------------------------------------
+
+
+def test_reprocess_runs_one_pass_at_a_time_on_a_schedule_and_on_every_dlq_alarm() -> None:
+    reprocess = props("ReprocessFunction")
+    events = {e["Type"]: e["Properties"] for e in reprocess["Events"].values()}
+    pattern = events["EventBridgeRule"]["Pattern"]
+    dlq_alarms = {
+        name
+        for name, alarm in resources_of("AWS::CloudWatch::Alarm").items()
+        if alarm["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"
+        and ref(alarm["Properties"]["Dimensions"][0]["Value"]) in dead_letter_queues()
+    }
+
+    assert reprocess["ReservedConcurrentExecutions"] == 1
+    assert reprocess["Timeout"] == 900
+    assert events["Schedule"]["Schedule"] == {"Ref": "ReprocessSchedule"}
+    assert pattern["source"] == ["aws.cloudwatch"] and pattern["detail-type"] == ["CloudWatch Alarm State Change"]
+    assert pattern["detail"] == {"state": {"value": ["ALARM"]}}
+    assert (
+        {ref(r) for r in pattern["resources"]}
+        == dlq_alarms
+        == {"IngestDLQAlarm", "ClusterDLQAlarm", "IngestRuleDLQAlarm"}
+    )
+    assert "ReprocessFunction" in alarms_on("AWS/Lambda", "Errors", "FunctionName")
+
+
+def test_reprocess_redrives_each_dlq_into_the_queue_it_came_from() -> None:
+    env = props("ReprocessFunction")["Environment"]["Variables"]
+    sources = {
+        ref(q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]): name
+        for name, q in resources_of("AWS::SQS::Queue").items()
+        if "RedrivePolicy" in q.get("Properties", {})
+    }
+    [rule_target] = props("IngestRule")["Targets"]
+
+    assert sources == {
+        ref(env["AUTOTAG_INGEST_DLQ_URL"]): "IngestQueue",
+        ref(env["AUTOTAG_CLUSTER_DLQ_URL"]): "ClusterQueue",
+    }
+    assert (
+        ref(env["AUTOTAG_INGEST_QUEUE_URL"]) == "IngestQueue"
+        and ref(env["AUTOTAG_CLUSTER_QUEUE_URL"]) == "ClusterQueue"
+    )
+    assert ref(env["AUTOTAG_INGEST_RULE_DLQ_URL"]) == ref(rule_target["DeadLetterConfig"]["Arn"])
+    # Receiving and deleting only from the DLQs; sending only to the queues and the DLQs.
+    for _, statement in (s for s in statements() if s[0] == "ReprocessFunction"):
+        targets = {ref(r) for r in statement["Resource"]} if isinstance(statement["Resource"], list) else None
+        if "sqs:ReceiveMessage" in statement["Action"]:
+            assert targets == dead_letter_queues()
+        if statement["Action"] == "sqs:SendMessage":
+            assert targets == dead_letter_queues() | {"IngestQueue", "ClusterQueue"}
+
+
 # --- IAM --------------------------------------------------------------------------------------
 
 
@@ -231,6 +285,14 @@ def test_each_function_gets_only_the_actions_it_uses() -> None:
         "secretsmanager:GetSecretValue",
     }
     assert _function_actions("ClusterFunction") == {"secretsmanager:GetSecretValue"}
+    assert _function_actions("ReprocessFunction") == {
+        "s3:ListBucket",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",
+        "secretsmanager:GetSecretValue",
+    }
     assert _function_actions("MigrateFunction") == {"secretsmanager:GetSecretValue"}
     # The SQS event sources add their own receive/delete permissions, scoped to their queue.
     assert all("Policies" in props(f) for f in FUNCTIONS), "a function without Policies gets SAM's defaults"
@@ -333,11 +395,12 @@ def test_scikit_learn_ships_only_with_the_function_that_clusters() -> None:
 
 
 def test_the_embed_handler_imports_neither_scikit_learn_nor_scipy() -> None:
-    """What makes the ClusteringLayer split work: the embed path must not need it."""
+    """What makes the ClusteringLayer split work: the embed (and migrate, reprocess) path must not need it."""
     code = (
         "import runpy, sys\n"
         "runpy.run_path('functions/embed/app.py')\n"
         "runpy.run_path('functions/migrate/app.py')\n"
+        "runpy.run_path('functions/reprocess/app.py')\n"
         "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))\n"
     )
     env = {
@@ -422,6 +485,7 @@ EVENT_USERS = {
     "scheduled-event.json": "test_triggers.py",
     "cloudwatch-alarm-state-change.json": "test_triggers.py",
     "cloudformation-schema-create.json": "test_schema_resource.py",
+    "reprocess-workspace.json": "test_reconcile.py",
 }
 
 

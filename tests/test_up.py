@@ -143,7 +143,7 @@ def test_uploads_are_embedded_categorised_and_deleted_until_the_stack_is_stopped
     assert "IngestQueueDLQ" in text and "ClusterQueueDLQ" in text
     assert re.search(r"IngestQueueDLQ +1 +0\n", text)
     assert "workspace acme: 2 embedded, 1 failed, 1 skipped" in text
-    assert "skipped: picture.png (unsupported file type .png)" in text
+    assert "skipped: picture.png (unsupported file type: PNG image (.png))" in text
     assert "failed: unlucky.txt (" in text
     assert "invoices/march invoice.txt" in text  # as an example of its category
 

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--out", type=Path, required=True, help="folder for assignments.json")
 
     invoke = commands.add_parser("invoke", help="run one handler on one event file, like `sam local invoke -e`")
-    invoke.add_argument("function", choices=["embed", "cluster"])
+    invoke.add_argument("function", choices=["embed", "cluster", "reprocess"])
     invoke.add_argument("--event", type=Path, required=True)
 
     up_command = commands.add_parser("up", help="keep a local stack running: moto on 127.0.0.1, database, handlers")
@@ -32,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     status_command = commands.add_parser("status", help="documents, categories and queue depths of the local stack")
     status_command.add_argument("--workspace", help="only this workspace")
     status_command.add_argument("--json", action="store_true", help="machine-readable output")
+
+    reprocess = commands.add_parser(
+        "reprocess", help="redrive the DLQs and reconcile S3 with the database, then embed what it re-enqueued"
+    )
+    reprocess.add_argument("--workspace", help="reconcile only this workspace (no redrive); default: all")
 
     args = parser.parse_args(argv)
     from autotag.local.template_rules import TemplateError, find_template
@@ -57,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             except OSError as exc:  # the port is taken
                 print(f"error: {exc}", file=sys.stderr)
                 return 2
+        elif args.command == "reprocess":
+            from autotag.local.run import reprocess as reprocess_locally
+
+            result = reprocess_locally(args.workspace, template=template, data_dir=data_dir, err=sys.stderr)
+            print(json.dumps(result, indent=2, default=str))
         else:
             from autotag.local.run import invoke as invoke_handler
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote_plus, unquote_plus
 
 from aws_lambda_powertools.utilities.data_classes import S3Event, S3EventBridgeNotificationEvent
 
@@ -146,3 +146,25 @@ def _from_classic(event: S3Event) -> list[ObjectChange]:
 def _version(value: object) -> str | None:
     # unversioned buckets report the literal string "null"
     return None if value in (None, "", "null") else str(value)
+
+
+def object_created_event(
+    bucket: str, key: str, *, etag: str, size: int, sequencer: str | None, event_id: str
+) -> dict[str, Any]:
+    """The EventBridge `Object Created` event S3 would send for `key`, for re-enqueueing it.
+
+    The key is URL-encoded as AWS encodes it (the parser decodes it again). `sequencer` is the
+    stored row's, if any: equal is not older, so the event is processed, and the row keeps its
+    place in the key's event order.
+    """
+    obj: dict[str, Any] = {"key": quote_plus(key, safe="/"), "size": size, "etag": etag}
+    if sequencer:
+        obj["sequencer"] = sequencer
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": CREATED_DETAIL_TYPE,
+        "source": "aws.s3",
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": obj, "reason": "AutotagReprocess"},
+    }

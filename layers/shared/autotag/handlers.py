@@ -21,6 +21,7 @@ from autotag.cluster_requests import ClusterRequest, send_cluster_requests
 from autotag.events import EventParseError, ObjectChange, is_sqs_event, parse_notification, parse_sqs_body
 from autotag.ingest import BatchReport, EmbedPipeline
 from autotag.runtime import Runtime, get_runtime
+from autotag.triggers import parse_trigger
 
 if TYPE_CHECKING:
     from autotag.categorize import RecomputeResult
@@ -87,12 +88,12 @@ def _embed(
     return report
 
 
-def _deadline(context: Any) -> float | None:
+def _deadline(context: Any, margin: float = REPORTING_MARGIN_SECONDS) -> float | None:
     """When to stop starting work: the invocation's end, less time to write and report."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
         return None
-    return time.monotonic() + float(remaining()) / 1000 - REPORTING_MARGIN_SECONDS
+    return time.monotonic() + float(remaining()) / 1000 - margin
 
 
 def _request_clustering(runtime: Runtime, workspaces: set[str]) -> None:
@@ -167,3 +168,35 @@ def _partial_response(event: dict[str, Any], context: Any, failures: dict[str, s
         event=event, record_handler=record_handler, processor=processor, context=context
     )
     return dict(response)
+
+
+# A reconcile page (list, compare, up to a page of sends or tombstones) must finish in it.
+REPROCESS_MARGIN_SECONDS = 60
+
+
+def handle_reprocess(event: dict[str, Any], context: Any, metrics: Metrics | None = None) -> dict[str, Any]:
+    from autotag.reprocess import reprocess  # only ReprocessFunction needs it
+
+    try:
+        trigger = parse_trigger(event)
+    except EventParseError as exc:
+        logger.error("rejected reprocess trigger: %s", exc)
+        raise
+    if not trigger.actionable:
+        logger.info("alarm %s is no longer in ALARM; nothing to do", trigger.alarm_name)
+        return {"trigger": trigger.kind.value, "alarm": trigger.alarm_name, "actionable": False}
+    runtime = get_runtime()
+    report = reprocess(
+        trigger,
+        runtime.settings,
+        runtime.begin_invocation(),
+        runtime.s3,
+        runtime.sqs,
+        deadline=_deadline(context, REPROCESS_MARGIN_SECONDS),
+    )
+    response = report.as_dict() | {"alarm": trigger.alarm_name}
+    logger.info("reprocess pass %s", "complete" if report.complete else "continues next time", extra=response)
+    if metrics is not None:
+        for name, value in report.metrics().items():
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    return response

@@ -77,6 +77,17 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".autotag")
     documents_bucket: str = "autotag-local-documents"
     cluster_queue_url: str | None = None
+    # Reprocessing: where re-enqueued objects go, and which DLQ drains into which queue.
+    ingest_queue_url: str | None = None
+    ingest_dlq_url: str | None = None
+    cluster_dlq_url: str | None = None
+    ingest_rule_dlq_url: str | None = None
+    # A message redriven this many times and dead-lettered again stays in its DLQ.
+    max_redrives: int = Field(default=3, ge=0, le=100)
+    # SQS long polling: an empty answer then means an empty DLQ, not an unlucky sample.
+    redrive_wait_seconds: int = Field(default=1, ge=0, le=20)
+    # Keys compared per step of a reconcile (S3 ListObjectsV2 returns at most 1,000).
+    reconcile_page_size: int = Field(default=500, ge=1, le=1000)
 
     min_categories: int = Field(default=2, ge=1)
     max_categories: int = Field(default=30, ge=1, le=200)

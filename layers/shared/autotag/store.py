@@ -106,6 +106,17 @@ class DocumentRow:
     score: float | None
 
 
+@dataclass(frozen=True)
+class RowState:
+    """What a reconcile compares of a document row with the object in S3."""
+
+    key: str
+    status: str
+    etag: str | None
+    model: str | None
+    sequencer: str | None
+
+
 def _identity(ref: ObjectRef, version: ObjectVersion) -> tuple[object, ...]:
     """The leading INSERT values of a document row: where the object is and which version."""
     return (ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer, version.size_bytes)
@@ -417,3 +428,80 @@ class Store:
         ).fetchall()
         self.conn.commit()
         return {str(status): int(count) for status, count in rows}
+
+    # --- reprocessing ----------------------------------------------------------------
+
+    def rows_in_key_order(
+        self, workspace: str, bucket: str, *, after: str | None, upto: str | None, limit: int
+    ) -> list[RowState]:
+        """Up to `limit` rows with after < key <= upto, in S3's listing order (UTF-8 bytes = "C")."""
+        with self.conn.cursor(row_factory=class_row(RowState)) as cur:
+            cur.execute(
+                "SELECT key, status, etag, model, sequencer FROM documents"
+                ' WHERE workspace = %s AND bucket = %s AND key COLLATE "C" > %s'
+                ' AND (%s::text IS NULL OR key COLLATE "C" <= %s)'
+                ' ORDER BY key COLLATE "C" LIMIT %s',
+                (workspace, bucket, after or "", upto, upto, limit),
+            )
+            rows = cur.fetchall()
+        self.conn.commit()
+        return rows
+
+    def failure_reason(self, ref: ObjectRef) -> str | None:
+        """Why the document's last attempt failed, when its row says it did."""
+        row = self.conn.execute(
+            "SELECT reason FROM documents WHERE workspace = %s AND bucket = %s AND key = %s AND status = 'failed'",
+            (ref.workspace, ref.bucket, ref.key),
+        ).fetchone()
+        self.conn.commit()
+        return None if row is None else row[0]
+
+    def workspaces_after(self, prefix: str | None, limit: int) -> list[str]:
+        """Workspaces with a row here, in the order of their key prefix ('<workspace>/'), after `prefix`."""
+        rows = self.conn.execute(
+            "SELECT workspace FROM workspaces WHERE (workspace || '/') COLLATE \"C\" > %s"
+            " ORDER BY (workspace || '/') COLLATE \"C\" LIMIT %s",
+            (prefix or "", limit),
+        ).fetchall()
+        self.conn.commit()
+        return [str(row[0]) for row in rows]
+
+    def reconcile_cursor(self, workspace: str, bucket: str) -> str | None:
+        """The last key an unfinished reconcile of the workspace compared; None: start from the top."""
+        row = self.conn.execute(
+            "SELECT after_key FROM reconcile_cursors WHERE workspace = %s AND bucket = %s", (workspace, bucket)
+        ).fetchone()
+        self.conn.commit()
+        return None if row is None else row[0]
+
+    def save_reconcile_cursor(self, workspace: str, bucket: str, after_key: str | None) -> None:
+        """Record progress (`after_key`), or with None that the workspace's pass is complete."""
+        self.conn.execute(
+            "INSERT INTO reconcile_cursors AS c (workspace, bucket, after_key, started_at, completed_at)"
+            " VALUES (%s, %s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
+            " ON CONFLICT (workspace, bucket) DO UPDATE SET after_key = EXCLUDED.after_key,"
+            " started_at = CASE WHEN c.after_key IS NULL THEN now() ELSE c.started_at END,"
+            " completed_at = CASE WHEN EXCLUDED.after_key IS NULL THEN now() ELSE c.completed_at END,"
+            " updated_at = now()",
+            (workspace, bucket, after_key, after_key),
+        )
+        self.conn.commit()
+
+    def sweep_position(self, bucket: str) -> str | None:
+        """The last workspace prefix an unfinished reconcile of every workspace finished."""
+        row = self.conn.execute("SELECT after_prefix FROM reconcile_sweeps WHERE bucket = %s", (bucket,)).fetchone()
+        self.conn.commit()
+        return None if row is None else row[0]
+
+    def save_sweep_position(self, bucket: str, after_prefix: str | None) -> None:
+        """Record the last workspace finished, or with None that the sweep is complete."""
+        self.conn.execute(
+            "INSERT INTO reconcile_sweeps AS s (bucket, after_prefix, started_at, completed_at)"
+            " VALUES (%s, %s, now(), CASE WHEN %s::text IS NULL THEN now() END)"
+            " ON CONFLICT (bucket) DO UPDATE SET after_prefix = EXCLUDED.after_prefix,"
+            " started_at = CASE WHEN s.after_prefix IS NULL THEN now() ELSE s.started_at END,"
+            " completed_at = CASE WHEN EXCLUDED.after_prefix IS NULL THEN now() ELSE s.completed_at END,"
+            " updated_at = now()",
+            (bucket, after_prefix, after_prefix),
+        )
+        self.conn.commit()

@@ -164,12 +164,12 @@ class QueueDriver:
 
 
 def dead_letters(stack: LocalStack, queue: QueuePair) -> list[dict[str, Any]]:
-    """Every message in the queue's DLQ (left there, as an operator would find them)."""
+    """Every message in the queue's DLQ with its attributes (left there, as an operator would find them)."""
     found: dict[str, dict[str, Any]] = {}
     while True:
-        messages = stack.sqs.receive_message(QueueUrl=queue.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30).get(
-            "Messages", []
-        )
+        messages = stack.sqs.receive_message(
+            QueueUrl=queue.dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=30, MessageAttributeNames=["All"]
+        ).get("Messages", [])
         new = [m for m in messages if m["MessageId"] not in found]
         if not new:
             break

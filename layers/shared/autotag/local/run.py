@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from typing import Any, TextIO
 
 from autotag.local.driver import DrainStats, Handler, LocalContext, QueueDriver, dead_letters, load_function
 from autotag.local.stack import LocalStack, local_aws
-from autotag.local.template_rules import load_rules
+from autotag.local.template_rules import load_rules, load_template
 from autotag.runtime import get_runtime, reset_runtime
 from autotag.store import CategoryRecord, DocumentRow
 
@@ -39,6 +40,7 @@ class LocalPipeline:
     embed: Handler
     cluster: Handler
     template: Path
+    reprocess: Handler
 
 
 @contextmanager
@@ -59,6 +61,9 @@ def local_pipeline(
         stack = LocalStack(rules, bucket, data_dir)
         stack.create()
         os.environ["AUTOTAG_CLUSTER_QUEUE_URL"] = stack.cluster.url
+        os.environ["AUTOTAG_INGEST_QUEUE_URL"] = stack.ingest.url
+        os.environ["AUTOTAG_INGEST_DLQ_URL"] = stack.ingest.dlq_url
+        os.environ["AUTOTAG_CLUSTER_DLQ_URL"] = stack.cluster.dlq_url
         reset_runtime()
         runtime = get_runtime()
         # Load the model and migrate once here, not in five racing handler threads.
@@ -66,7 +71,13 @@ def local_pipeline(
         runtime.store  # noqa: B018
         functions = template.parent / "functions"
         try:
-            yield LocalPipeline(stack, load_function(functions, "embed"), load_function(functions, "cluster"), template)
+            yield LocalPipeline(
+                stack,
+                load_function(functions, "embed"),
+                load_function(functions, "cluster"),
+                template,
+                load_function(functions, "reprocess"),
+            )
         finally:
             reset_runtime()
 
@@ -169,12 +180,38 @@ def invoke(function: str, event_file: Path, *, template: Path, data_dir: Path) -
     """One handler, one event file, against the local stack: what `sam local invoke -e` does."""
     event = json.loads(event_file.read_text(encoding="utf-8"))
     with contextlib.redirect_stdout(sys.stderr), local_pipeline(template, data_dir) as pipeline:
+        if function == "reprocess":
+            return pipeline.reprocess(event, _reprocess_context(template))
         handler = pipeline.embed if function == "embed" else pipeline.cluster
         timeout = (
             pipeline.stack.rules.ingest if function == "embed" else pipeline.stack.rules.cluster
         ).function_timeout
         name = "EmbedFunction" if function == "embed" else "ClusterFunction"
         return handler(event, LocalContext(name, timeout))
+
+
+def reprocess(workspace: str | None, *, template: Path, data_dir: Path, err: TextIO) -> dict[str, Any]:
+    """`autotag reprocess`: reprocessing passes until one completes, then the repairs they queued.
+
+    moto's queues live in this process only, so what a pass re-enqueues is embedded (and the
+    categories recomputed) here, before the process ends.
+    """
+    event = {} if workspace is None else {"workspace": workspace}
+    with contextlib.redirect_stdout(err), local_pipeline(template, data_dir) as pipeline:
+        passes = [pipeline.reprocess(event, _reprocess_context(template))]
+        while not passes[-1]["complete"]:
+            passes.append(pipeline.reprocess(event, _reprocess_context(template)))
+        progress = _Progress(err)
+        _drain(pipeline, progress)
+    return {
+        "passes": passes,
+        "drained": {name: dataclasses.asdict(stats) for name, stats in progress.stats.items()},
+    }
+
+
+def _reprocess_context(template: Path) -> LocalContext:
+    timeout = int(load_template(template)["Resources"]["ReprocessFunction"]["Properties"]["Timeout"])
+    return LocalContext("ReprocessFunction", timeout)
 
 
 def _assignments(
