@@ -141,7 +141,7 @@ def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None 
 
 
 def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics | None) -> RecomputeResult:
-    result = recompute_workspace(runtime.store, runtime.settings, workspace, version)
+    result = recompute_workspace(runtime.store, runtime.settings, workspace, version, namer=runtime.namer)
     if metrics is not None:
         name = "ClusterRecomputes" if result.recomputed else "ClusterRequestsSkipped"
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

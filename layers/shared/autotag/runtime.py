@@ -16,8 +16,9 @@ import boto3
 import psycopg
 
 from autotag import database
-from autotag.embeddings import Embedder, build_embedder
-from autotag.settings import Settings, get_settings
+from autotag.chat_labels import ChatLabeler, Namer
+from autotag.embeddings import Embedder, build_embedder, openai_client
+from autotag.settings import Labeler, Settings, get_settings
 from autotag.store import Store
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,13 @@ class Runtime:
     @cached_property
     def embedder(self) -> Embedder:
         return build_embedder(self.settings)
+
+    @cached_property
+    def namer(self) -> Namer | None:
+        """The chat labeler when AUTOTAG_LABELER=openai; None names categories by keywords only."""
+        if self.settings.labeler is not Labeler.OPENAI:
+            return None
+        return ChatLabeler(openai_client(self.settings), self.settings.label_model)
 
     @cached_property
     def s3(self) -> Any:
