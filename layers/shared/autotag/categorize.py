@@ -48,8 +48,16 @@ def recompute_workspace(
         if clustered_version >= max(requested_version, 1) and clustered_version >= change_version:
             return RecomputeResult(workspace, False, "already covered by a newer clustering", clustered_version)
         ids, keys, vectors = store.load_embedded_vectors(workspace, settings.embedding_model)
-        grouping = group_documents(vectors, min_groups=settings.min_categories, max_groups=settings.max_categories)
         previous = store.load_categories(workspace)
+        present = set(ids)
+        # Categories that still have documents: the number to keep unless the data clearly says otherwise.
+        surviving = sum(1 for c in previous if present.intersection(c.document_ids))
+        grouping = group_documents(
+            vectors,
+            min_groups=settings.min_categories,
+            max_groups=settings.max_categories,
+            preferred_k=surviving or None,
+        )
         categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous, namer)
         store.save_clustering(workspace, change_version, categories, assignments)
     logger.info(
