@@ -21,7 +21,7 @@ from autotag.categorize import recompute_workspace
 from autotag.chunking import Chunk, chunk_text
 from autotag.database import connect, migrate
 from autotag.embeddings import Vectors, build_embedder, document_vector
-from autotag.settings import LOCAL_MODEL, Settings
+from autotag.settings import LOCAL_MODEL, EmbeddingProvider, Settings
 from autotag.store import CategoryRecord, DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store
 from tests.conftest import ROOT
 
@@ -48,7 +48,7 @@ class Article:
 def articles() -> dict[str, list[Article]]:
     """Articles per kind, embedded once for the module: the first files in name order."""
     assert BBC.is_dir(), f"the BBC News corpus is expected at {BBC}"
-    settings = Settings(embedding_provider="local")
+    settings = Settings(embedding_provider=EmbeddingProvider.LOCAL)
     embedder = build_embedder(settings)
     wanted = dict.fromkeys(EXISTING_KINDS, PER_KIND + ADDED_PER_KIND) | {NEW_KIND: NEW_KIND_DOCUMENTS}
     picked = [(kind, path) for kind, count in wanted.items() for path in sorted((BBC / kind).glob("*.txt"))[:count]]
@@ -78,7 +78,7 @@ def store(database_url: str) -> Iterator[Store]:
 @pytest.fixture
 def settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
     monkeypatch.delenv("AUTOTAG_EMBEDDING_PROVIDER", raising=False)
-    return Settings(embedding_provider="local", min_categories=2, max_categories=30)
+    return Settings(embedding_provider=EmbeddingProvider.LOCAL, min_categories=2, max_categories=30)
 
 
 class Drive:

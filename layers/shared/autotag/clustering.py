@@ -15,8 +15,8 @@ from scipy import sparse
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 from sklearn.covariance import ledoit_wolf
-from sklearn.utils.extmath import randomized_svd
 from sklearn.metrics import silhouette_score
+from sklearn.utils.extmath import randomized_svd
 
 from autotag.embeddings import Vectors, normalise
 

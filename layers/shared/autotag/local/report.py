@@ -57,7 +57,11 @@ def render_report(workspace: str, categories: Sequence[CategoryRecord], document
     placed = [d for d in documents if d.category_id in known]
     vectors = normalise(np.vstack([d.vector for d in placed])) if placed else np.zeros((0, 0), dtype=np.float32)
     own = np.asarray([_index(ordered, d.category_id) for d in placed], dtype=np.int64)
-    similarity = vectors @ normalise(np.vstack([c.centroid for c in ordered])).T if placed else np.zeros((0, 0))
+    similarity: npt.NDArray[np.float64] = (
+        (vectors @ normalise(np.vstack([c.centroid for c in ordered])).T).astype(np.float64)
+        if placed
+        else np.zeros((0, 0))
+    )
     examples = _examples(placed, own, similarity, len(ordered))
     doubts = _doubts(placed, own, similarity, ordered)
     image = _map_png(vectors, own, [c.label for c in ordered]) if len(placed) >= 2 else None
@@ -109,7 +113,7 @@ def _index(ordered: Sequence[CategoryRecord], category_id: str) -> int:
 
 
 def _examples(
-    placed: Sequence[MappedDocument], own: npt.NDArray[np.int64], similarity: npt.NDArray[np.float32], k: int
+    placed: Sequence[MappedDocument], own: npt.NDArray[np.int64], similarity: npt.NDArray[np.float64], k: int
 ) -> list[list[str]]:
     examples: list[list[str]] = [[] for _ in range(k)]
     if not placed:
@@ -124,7 +128,7 @@ def _examples(
 def _doubts(
     placed: Sequence[MappedDocument],
     own: npt.NDArray[np.int64],
-    similarity: npt.NDArray[np.float32],
+    similarity: npt.NDArray[np.float64],
     ordered: Sequence[CategoryRecord],
 ) -> list[Doubt]:
     if len(ordered) < 2 or not placed:
