@@ -261,3 +261,10 @@ def test_large_workspaces_are_grouped_from_a_sample_and_every_document_assigned(
     assert grouping.k == 6
     assert normalized_mutual_info_score(truth, grouping.labels) > 0.99
     check_consistent(grouping, vectors)
+
+
+def test_max_one_group_puts_everything_together() -> None:
+    vectors, _ = blobs(3, 10, seed=31)
+    grouping = group_documents(vectors, min_groups=1, max_groups=1)
+    assert grouping.k == 1
+    check_consistent(grouping, vectors)

@@ -97,7 +97,7 @@ def group_documents(
     low = max(2, min_groups)
     candidates = range(low, max(low, min(max_groups, max_useful_groups(n))) + 1)
     candidates = range(candidates.start, min(candidates.stop, n))  # at most n - 1 groups
-    if n < 3 or not candidates:
+    if n < 3 or max_groups < 2 or not candidates:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
     mean = _mean(vectors)
     sample = _centred(vectors[_sample_rows(n)], mean)
