@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install demo test lint typecheck check eval-bbc clean tools template-check build
+.PHONY: install demo test lint typecheck check eval-bbc clean tools template-check build bench-quality chromium
 
 install: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/autotag run demo/drive --workspace demo --out out/demo
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 lint: install
@@ -75,6 +75,17 @@ template-check: tools
 build: tools install
 	$(SAM) build
 	$(BIN)/python benchmarks/lambda_sizes.py .aws-sam/build
+
+# The report test opens report.html in headless Debian Chromium; install it when missing (as root).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+# Our grouping vs KMeans with the true k vs BERTopic defaults, on BBC News and a man-page corpus
+# built from this machine, on the same cached vectors; BERTopic is installed only here, with
+# torch pinned so nothing pulls CUDA.
+bench-quality: install
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[local,dev,bench]"
+	$(BIN)/python benchmarks/quality.py ../shared/corpora/bbc-news
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .autotag out .aws-sam

@@ -246,3 +246,25 @@ def test_a_split_off_group_never_takes_a_kept_id() -> None:
     assert fresh.startswith("cat_") and fresh != new_category_id("ws", founders)
     assert fresh in kept  # reserved for the rest of the recompute
     assert _fresh_id("ws", founders, set()) == new_category_id("ws", founders)
+
+
+def test_preferred_k_does_not_override_a_clearly_better_grouping() -> None:
+    vectors, truth = blobs(4, 20, seed=23)
+    grouping = group_documents(vectors, preferred_k=3)
+    assert grouping.k == 4
+    assert normalized_mutual_info_score(truth, grouping.labels) == pytest.approx(1.0)
+
+
+def test_large_workspaces_are_grouped_from_a_sample_and_every_document_assigned() -> None:
+    vectors, truth = blobs(6, 700, dimensions=48, noise=0.1, seed=29)  # 4,200 documents: above the sample
+    grouping = group_documents(vectors, max_groups=10)
+    assert grouping.k == 6
+    assert normalized_mutual_info_score(truth, grouping.labels) > 0.99
+    check_consistent(grouping, vectors)
+
+
+def test_max_one_group_puts_everything_together() -> None:
+    vectors, _ = blobs(3, 10, seed=31)
+    grouping = group_documents(vectors, min_groups=1, max_groups=1)
+    assert grouping.k == 1
+    check_consistent(grouping, vectors)

@@ -3,9 +3,13 @@ under the template's queue rules, the local all-MiniLM-L6-v2 model, embedded Pos
 
 from __future__ import annotations
 
+import base64
+import html
 import io
 import json
+import re
 import shutil
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +156,46 @@ def test_a_removed_file_is_deleted_from_the_categories(
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit, match="is not a directory"):
         run(tmp_path / "nope", "demo", tmp_path / "out", template=TEMPLATE, data_dir=tmp_path, err=io.StringIO())
+
+
+def test_report_shows_every_category_in_a_browser(demo_run: dict[str, Any], tmp_path: Path) -> None:
+    """report.html, opened in headless Chromium: every category's label, its map and its table."""
+    report = demo_run["base"] / "out" / "report.html"
+    dom = render_in_chromium(report, tmp_path)
+
+    categories = demo_run["result"]["categories"]
+    table = dom.split('id="categories"', 1)[1].split("</table>", 1)[0]
+    for category in categories:
+        assert html.escape(category["label"]) in table, category["label"]
+        assert f'<td class="num">{category["size"]}</td>' in table
+    image = re.search(r'src="data:image/png;base64,([^"]+)"', dom)
+    assert image is not None
+    assert base64.b64decode(image.group(1)).startswith(b"\x89PNG\r\n\x1a\n")
+    assert 'id="low-confidence"' in dom
+
+
+def render_in_chromium(page: Path, scratch: Path) -> str:
+    """The DOM of `page` after headless Chromium (Debian's package; `make chromium` installs it) loaded it."""
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), "Chromium is missing: run `make chromium` (apt-get install chromium)"
+    completed = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={scratch / 'chromium-profile'}",
+            "--dump-dom",
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return completed.stdout

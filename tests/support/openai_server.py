@@ -39,7 +39,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from http import HTTPStatus
@@ -567,6 +567,9 @@ class FakeOpenAIServer:
         self.dimensions = dimensions
         #: Content of every chat completion; may be changed between requests.
         self.chat_reply = chat_reply
+        #: When set, the content of a chat completion is computed from the request's
+        #: messages (e.g. to reply like a model that follows text planted in a document).
+        self.chat_replier: Callable[[list[Any]], str] | None = None
         #: Every request received, in arrival order.
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -747,7 +750,8 @@ class FakeOpenAIServer:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _APIError(400, "'messages' must be a non-empty array.", param="messages")
-        reply = self.chat_reply  # read once: tests may change it concurrently
+        replier = self.chat_replier  # read once: tests may change them concurrently
+        reply = replier(messages) if replier is not None else self.chat_reply
         prompt_tokens = sum(_rough_tokens(_message_text(message)) for message in messages)
         completion_tokens = _rough_tokens(reply)
         usage = {

@@ -8,7 +8,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
+from autotag.chat_labels import CategoryBrief, Namer
 from autotag.clustering import Grouping, carry_over_ids, group_documents, jaccard, new_category_id
 from autotag.labels import name_categories, unique_label
 from autotag.settings import Settings
@@ -34,15 +36,29 @@ class RecomputeResult:
     kept_ids: int = 0
 
 
-def recompute_workspace(store: Store, settings: Settings, workspace: str, requested_version: int) -> RecomputeResult:
-    """Recompute `workspace` unless a clustering at or after `requested_version` already exists."""
+def recompute_workspace(
+    store: Store, settings: Settings, workspace: str, requested_version: int, *, namer: Namer | None = None
+) -> RecomputeResult:
+    """Recompute `workspace` unless a clustering at or after `requested_version` already exists.
+
+    `namer` (the chat labeler) names the categories whose label is not kept; without it, or
+    when it returns nothing usable, the offline keyword label is used.
+    """
     with store.clustering_lock(workspace) as (change_version, clustered_version):
         if clustered_version >= max(requested_version, 1) and clustered_version >= change_version:
             return RecomputeResult(workspace, False, "already covered by a newer clustering", clustered_version)
         ids, keys, vectors = store.load_embedded_vectors(workspace, settings.embedding_model)
-        grouping = group_documents(vectors, min_groups=settings.min_categories, max_groups=settings.max_categories)
         previous = store.load_categories(workspace)
-        categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous)
+        present = set(ids)
+        # Categories that still have documents: the number to keep unless the data clearly says otherwise.
+        surviving = sum(1 for c in previous if present.intersection(c.document_ids))
+        grouping = group_documents(
+            vectors,
+            min_groups=settings.min_categories,
+            max_groups=settings.max_categories,
+            preferred_k=surviving or None,
+        )
+        categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous, namer)
         store.save_clustering(workspace, change_version, categories, assignments)
     logger.info(
         "recomputed %s: %d documents in %d categories (%d ids kept)",
@@ -62,11 +78,13 @@ def _categories(
     keys: list[str],
     grouping: Grouping,
     previous: list[CategoryRecord],
+    namer: Namer | None = None,
 ) -> tuple[list[CategoryRecord], list[Assignment], int]:
     members = [grouping.members(g) for g in range(grouping.k)]
     member_ids = [{ids[i] for i in group} for group in members]
     matched = carry_over_ids([set(c.document_ids) for c in previous], member_ids)
-    namings = name_categories([_typical_texts(store, workspace, ids, grouping, group) for group in members])
+    typical = [_typical_texts(store, workspace, ids, grouping, g) for g in range(grouping.k)]
+    namings = name_categories(typical)
 
     olds = [previous[j] if j is not None else None for j in matched]
     kept_labels = [
@@ -82,7 +100,9 @@ def _categories(
         if kept_label:
             label = kept_label
         else:
-            label = unique_label(namings[g].label, namings[g].keywords, used_labels)
+            # Only categories that changed materially reach the chat model: no call per recompute.
+            named = namer.name(CategoryBrief(namings[g].keywords, typical[g])) if namer else None
+            label = unique_label(named or namings[g].label, namings[g].keywords, used_labels)
             used_labels.add(label.lower())
         categories.append(
             CategoryRecord(
@@ -115,7 +135,13 @@ def _fresh_id(workspace: str, member_keys: list[str], taken: set[str]) -> str:
     return category_id
 
 
-def _typical_texts(store: Store, workspace: str, ids: list[int], grouping: Grouping, group: np.ndarray) -> list[str]:
-    typical = group[np.argsort(-grouping.scores[group], kind="stable")][:LABEL_SAMPLE]
+def typical_members(grouping: Grouping, group: int, limit: int = LABEL_SAMPLE) -> npt.NDArray[np.int64]:
+    """The group's documents closest to its centre first: the most typical of the category."""
+    members = grouping.members(group)
+    return members[np.argsort(-grouping.scores[members], kind="stable")][:limit]
+
+
+def _typical_texts(store: Store, workspace: str, ids: list[int], grouping: Grouping, group: int) -> list[str]:
+    typical = typical_members(grouping, group)
     texts = store.load_texts(workspace, [ids[i] for i in typical], max_chars=LABEL_TEXT_CHARS)
-    return list(texts.values())
+    return [texts[ids[i]] for i in typical if ids[i] in texts]

@@ -11,15 +11,34 @@ from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
+from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
+from sklearn.covariance import ledoit_wolf
 from sklearn.metrics import silhouette_score
+from sklearn.utils.extmath import randomized_svd
 
 from autotag.embeddings import Vectors, normalise
 
-# Silhouette is quadratic in n; a fixed-size sample keeps choosing k cheap on big workspaces.
-SILHOUETTE_SAMPLE = 3000
+# k is chosen on at most this many documents (a fixed random sample of larger workspaces):
+# the costs below are quadratic in it, and independent of the workspace's size.
+SAMPLE_SIZE = 3000
+# The merge tree and the covariance model work in the sample's leading principal subspace:
+# a covariance of more dimensions than this cannot be estimated from a few thousand
+# documents anyway, and both steps cost the square or cube of the dimensions.
+SUBSPACE_DIMENSIONS = 256
+# Lloyd iterations that turn each cut of the merge tree into a KMeans-like grouping.
+LLOYD_ITERATIONS = 10
+# Rounds of re-assigning the documents by the groups' shared-covariance model.
+COVARIANCE_ROUNDS = 3
+# Rows per block when a pass goes over every document: bounds temporary memory for large
+# workspaces (8192 x 1536 float32 is 48 MB) whatever their size.
+BLOCK_ROWS = 8192
 RANDOM_STATE = 0
+MIN_AVERAGE_GROUP = 5
+# Silhouette differences this small are what adding or removing a few documents changes;
+# within it, the workspace's current number of categories is kept.
+STICKY_SILHOUETTE = 0.01
 # A new group inherits an old category's id when at least this share of their members agree.
 KEEP_ID_JACCARD = 0.5
 
@@ -29,7 +48,7 @@ Member = TypeVar("Member", bound=Hashable)
 @dataclass(frozen=True)
 class Grouping:
     labels: npt.NDArray[np.int64]  # group index per document
-    centroids: Vectors  # unit-length centroid per group
+    centroids: Vectors  # unit-length mean of each group's document vectors
     scores: npt.NDArray[np.float32]  # cosine similarity of each document to its group's centroid
 
     @property
@@ -40,9 +59,32 @@ class Grouping:
         return np.flatnonzero(self.labels == group)
 
 
-def group_documents(vectors: Vectors, *, min_groups: int = 2, max_groups: int = 30) -> Grouping:
-    """KMeans on unit vectors with k chosen by the cosine silhouette; deterministic for a given input.
+def max_useful_groups(n: int) -> int:
+    """At most one group per MIN_AVERAGE_GROUP documents: more would leave a workspace with
+    categories of a file or two, which no one filters by (and the silhouette of a grouping
+    drifts up as groups shrink towards single documents)."""
+    return max(2, n // MIN_AVERAGE_GROUP)
 
+
+def group_documents(
+    vectors: Vectors, *, min_groups: int = 2, max_groups: int = 30, preferred_k: int | None = None
+) -> Grouping:
+    """Group documents by topic, choosing how many groups with the cosine silhouette.
+
+    1. Embedding models put every text in a narrow cone, so what tells topics apart is each
+       vector's offset from the workspace mean: vectors are centred and re-normalised.
+    2. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
+       polished by spherical KMeans iterations, and the k with the best cosine silhouette wins.
+    3. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
+       shared, shrunk covariance (hard EM of a tied-covariance Gaussian mixture), which
+       follows the directions along which documents of one topic actually vary.
+    4. Every document is assigned by that model, block by block (memory stays at the input).
+
+    k lies in [min_groups, min(max_groups, n / MIN_AVERAGE_GROUP)]. `preferred_k` (how many
+    categories the workspace has now) wins whenever its silhouette is within
+    STICKY_SILHOUETTE of the best: a few added or removed documents then never flip k between
+    two near-equal choices, which would merge or split categories the drive shows as filters.
+    Deterministic for a given input.
     Workspaces too small to compare two groupings (fewer than 3 documents) form one group.
     """
     n = vectors.shape[0]
@@ -52,35 +94,157 @@ def group_documents(vectors: Vectors, *, min_groups: int = 2, max_groups: int = 
             np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), dtype=np.float32),
             np.zeros(0, dtype=np.float32),
         )
-    candidates = range(max(2, min_groups), min(max_groups, n - 1) + 1)
-    if n < 3 or not candidates:
+    low = max(2, min_groups)
+    candidates = range(low, max(low, min(max_groups, max_useful_groups(n))) + 1)
+    candidates = range(candidates.start, min(candidates.stop, n))  # at most n - 1 groups
+    if n < 3 or max_groups < 2 or not candidates:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
-    best_labels: npt.NDArray[np.int64] | None = None
-    best_score = -np.inf
+    mean = _mean(vectors)
+    sample = _centred(vectors[_sample_rows(n)], mean)
+    axes = _principal_axes(sample)
+    reduced = sample @ axes
+    labels = _best_cut(sample, reduced, candidates, preferred_k)
+    if labels is None:
+        return _grouping(vectors, np.zeros(n, dtype=np.int64))
+    model = _covariance_model(reduced, labels)
+    return _grouping(vectors, _assign(vectors, mean, axes, model))
+
+
+def _mean(vectors: Vectors) -> npt.NDArray[np.float32]:
+    total = np.zeros(vectors.shape[1], dtype=np.float64)
+    for start in range(0, vectors.shape[0], BLOCK_ROWS):
+        total += vectors[start : start + BLOCK_ROWS].sum(axis=0, dtype=np.float64)
+    mean: npt.NDArray[np.float32] = (total / vectors.shape[0]).astype(np.float32)
+    return mean
+
+
+def _centred(block: Vectors, mean: npt.NDArray[np.float32]) -> Vectors:
+    return normalise(block - mean)
+
+
+def _sample_rows(n: int) -> npt.NDArray[np.int64]:
+    if n <= SAMPLE_SIZE:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(RANDOM_STATE).choice(n, SAMPLE_SIZE, replace=False)).astype(np.int64)
+
+
+def _principal_axes(sample: Vectors) -> Vectors:
+    """Orthonormal columns spanning the sample's leading principal subspace (dimensions x p)."""
+    rank = min(SUBSPACE_DIMENSIONS, sample.shape[0] - 1, sample.shape[1])
+    if rank >= sample.shape[1]:
+        return np.eye(sample.shape[1], dtype=np.float32)
+    _, _, components = randomized_svd(sample, rank, random_state=RANDOM_STATE)
+    axes: Vectors = components.T.astype(np.float32)
+    return axes
+
+
+def _best_cut(
+    sample: Vectors, reduced: Vectors, candidates: range, preferred_k: int | None
+) -> npt.NDArray[np.int64] | None:
+    """The grouping of `sample`, over the candidate k, with the best cosine silhouette
+    (or with `preferred_k` groups, if that is nearly as good)."""
+    tree = linkage(reduced, method="ward")
+    distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
+    np.fill_diagonal(distances, 0.0)
+    scored: dict[int, tuple[float, npt.NDArray[np.int64]]] = {}
     for k in candidates:
-        labels = KMeans(n_clusters=k, n_init=4, random_state=RANDOM_STATE).fit_predict(vectors).astype(np.int64)
-        if len(np.unique(labels)) < 2:
+        labels = _lloyd(sample, (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64))
+        found = len(np.unique(labels))
+        if found < 2 or found in scored:
             continue
-        score = float(
-            silhouette_score(
-                vectors, labels, metric="cosine", sample_size=min(n, SILHOUETTE_SAMPLE), random_state=RANDOM_STATE
-            )
-        )
-        if score > best_score:
-            best_score, best_labels = score, labels
-    if best_labels is None:
-        best_labels = np.zeros(n, dtype=np.int64)
-    return _grouping(vectors, best_labels)
+        scored[found] = (float(silhouette_score(distances, labels, metric="precomputed")), labels)
+    if not scored:
+        return None
+    best_k = max(scored, key=lambda k: (scored[k][0], -k))
+    if preferred_k in scored and scored[preferred_k][0] >= scored[best_k][0] - STICKY_SILHOUETTE:
+        best_k = preferred_k
+    return scored[best_k][1]
+
+
+def _lloyd(sample: Vectors, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Spherical KMeans iterations from a given grouping; groups that empty out are dropped."""
+    for _ in range(LLOYD_ITERATIONS):
+        labels = _compact(labels)
+        centres = normalise(_group_sums(labels, sample, int(labels.max()) + 1))
+        moved = np.argmax(sample @ centres.T, axis=1).astype(np.int64)
+        if np.array_equal(moved, labels):
+            break
+        labels = moved
+    return _compact(labels)
+
+
+def _compact(labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    _, compact = np.unique(labels, return_inverse=True)
+    return compact.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class _LinearModel:
+    weights: npt.NDArray[np.float32]  # dimensions x groups
+    bias: npt.NDArray[np.float32]  # groups
+
+
+def _covariance_model(sample: Vectors, labels: npt.NDArray[np.int64]) -> _LinearModel:
+    """Linear discriminant of the groups with one shared Ledoit-Wolf-shrunk covariance,
+    re-fitted on its own assignments until they settle (a group it empties stays empty)."""
+    model = _discriminant(sample, labels)
+    for _ in range(COVARIANCE_ROUNDS - 1):
+        moved = _compact(np.argmax(sample @ model.weights + model.bias, axis=1).astype(np.int64))
+        if np.array_equal(moved, labels) or len(np.unique(moved)) < 2:
+            break
+        labels = moved
+        model = _discriminant(sample, labels)
+    return model
+
+
+def _discriminant(sample: Vectors, labels: npt.NDArray[np.int64]) -> _LinearModel:
+    """Fisher's linear discriminant: group means, one pooled within-group covariance
+    (Ledoit-Wolf shrinkage keeps it invertible with few documents per dimension), priors
+    from the group sizes."""
+    counts = np.bincount(labels).astype(np.float64)
+    means = _group_sums(labels, sample, len(counts)) / counts[:, None]
+    residuals = sample - means[labels]
+    covariance, _ = ledoit_wolf(residuals, assume_centered=True)
+    weights = np.linalg.solve(covariance, means.T)
+    bias = -0.5 * np.einsum("kd,dk->k", means, weights) + np.log(counts / counts.sum())
+    return _LinearModel(weights.astype(np.float32), bias.astype(np.float32))
+
+
+def _assign(
+    vectors: Vectors, mean: npt.NDArray[np.float32], axes: Vectors, model: _LinearModel
+) -> npt.NDArray[np.int64]:
+    labels = np.zeros(vectors.shape[0], dtype=np.int64)
+    for start in range(0, vectors.shape[0], BLOCK_ROWS):
+        block = _centred(vectors[start : start + BLOCK_ROWS], mean) @ axes
+        labels[start : start + len(block)] = np.argmax(block @ model.weights + model.bias, axis=1)
+    return labels
+
+
+def _group_sums(labels: npt.NDArray[np.int64], rows: Vectors, k: int) -> npt.NDArray[np.float64]:
+    """Per-group sums of `rows` (k x dimensions), as one sparse one-hot product."""
+    one_hot = sparse.csr_matrix(
+        (np.ones(len(labels), dtype=np.float32), (labels, np.arange(len(labels)))), shape=(k, len(labels))
+    )
+    sums: npt.NDArray[np.float64] = np.asarray(one_hot @ rows, dtype=np.float64)
+    return sums
 
 
 def _grouping(vectors: Vectors, labels: npt.NDArray[np.int64]) -> Grouping:
     # Renumber groups by first appearance so the same input always yields the same order.
     _, first = np.unique(labels, return_index=True)
     order = labels[np.sort(first)]
-    remap = {int(old): new for new, old in enumerate(order)}
-    labels = np.asarray([remap[int(label)] for label in labels], dtype=np.int64)
-    centroids = normalise(np.vstack([vectors[labels == g].mean(axis=0) for g in range(len(order))]))
-    scores = np.einsum("ij,ij->i", vectors, centroids[labels]).astype(np.float32)
+    remap = np.zeros(int(labels.max()) + 1 if labels.size else 0, dtype=np.int64)
+    remap[order] = np.arange(len(order))
+    labels = remap[labels]
+    sums = np.zeros((len(order), vectors.shape[1]), dtype=np.float64)
+    for start in range(0, vectors.shape[0], BLOCK_ROWS):
+        sums += _group_sums(labels[start : start + BLOCK_ROWS], vectors[start : start + BLOCK_ROWS], len(order))
+    centroids = normalise(sums)
+    scores = np.zeros(vectors.shape[0], dtype=np.float32)
+    for start in range(0, vectors.shape[0], BLOCK_ROWS):
+        block = vectors[start : start + BLOCK_ROWS]
+        own = labels[start : start + BLOCK_ROWS]
+        scores[start : start + len(block)] = np.einsum("ij,ij->i", normalise(block), centroids[own])
     return Grouping(labels, centroids, scores)
 
 

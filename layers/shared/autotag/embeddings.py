@@ -228,16 +228,22 @@ def _local_embedder() -> LocalEmbedder:
 def build_embedder(settings: Settings) -> Embedder:
     if settings.embedding_provider is EmbeddingProvider.LOCAL:
         return _local_embedder()
+    refresh = partial(_openai_api_key, settings, force_fetch=True) if settings.openai_api_key_secret_arn else None
+    return OpenAIEmbedder(
+        openai_client(settings), settings.embedding_model, settings.embedding_dimensions, refresh_api_key=refresh
+    )
+
+
+def openai_client(settings: Settings) -> openai.OpenAI:
+    """The official client, configured from settings (key from Secrets Manager in AWS)."""
     import openai
 
-    client = openai.OpenAI(
+    return openai.OpenAI(
         api_key=_openai_api_key(settings),
         base_url=settings.openai_base_url or None,
         timeout=settings.openai_timeout_seconds,
         max_retries=settings.openai_max_retries,
     )
-    refresh = partial(_openai_api_key, settings, force_fetch=True) if settings.openai_api_key_secret_arn else None
-    return OpenAIEmbedder(client, settings.embedding_model, settings.embedding_dimensions, refresh_api_key=refresh)
 
 
 def _openai_api_key(settings: Settings, *, force_fetch: bool = False) -> str:

@@ -148,7 +148,7 @@ def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics 
     # EmbedFunction does not carry.
     from autotag.categorize import recompute_workspace
 
-    result = recompute_workspace(runtime.store, runtime.settings, workspace, version)
+    result = recompute_workspace(runtime.store, runtime.settings, workspace, version, namer=runtime.namer)
     if metrics is not None:
         name = "ClusterRecomputes" if result.recomputed else "ClusterRequestsSkipped"
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)

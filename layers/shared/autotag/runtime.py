@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import threading
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import psycopg
 
 from autotag import database
-from autotag.embeddings import Embedder, build_embedder
-from autotag.settings import Settings, get_settings
+from autotag.embeddings import Embedder, build_embedder, openai_client
+from autotag.settings import Labeler, Settings, get_settings
 from autotag.store import Store
+
+if TYPE_CHECKING:
+    from autotag.chat_labels import Namer
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +74,16 @@ class Runtime:
     @cached_property
     def embedder(self) -> Embedder:
         return build_embedder(self.settings)
+
+    @cached_property
+    def namer(self) -> Namer | None:
+        """The chat labeler when AUTOTAG_LABELER=openai; None names categories by keywords only."""
+        if self.settings.labeler is not Labeler.OPENAI:
+            return None
+        # Imported here: labels need scikit-learn, which only the ClusteringLayer carries.
+        from autotag.chat_labels import ChatLabeler
+
+        return ChatLabeler(openai_client(self.settings), self.settings.label_model)
 
     @cached_property
     def s3(self) -> Any:

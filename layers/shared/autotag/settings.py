@@ -19,6 +19,11 @@ class EmbeddingProvider(StrEnum):
     OPENAI = "openai"
 
 
+class Labeler(StrEnum):
+    KEYWORDS = "keywords"  # offline, from the category's own documents
+    OPENAI = "openai"  # a chat model names the category; the keyword label is the fallback
+
+
 LOCAL_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_OPENAI_MODEL = "text-embedding-3-small"
 
@@ -91,6 +96,8 @@ class Settings(BaseSettings):
 
     min_categories: int = Field(default=2, ge=1)
     max_categories: int = Field(default=30, ge=1, le=200)
+    labeler: Labeler = Labeler.KEYWORDS
+    label_model: str = "gpt-4o-mini"
 
     @model_validator(mode="after")
     def _fill_model_defaults(self) -> Settings:
@@ -130,12 +137,12 @@ class Settings(BaseSettings):
         if self.min_categories > self.max_categories:
             raise ValueError("AUTOTAG_MIN_CATEGORIES must not exceed AUTOTAG_MAX_CATEGORIES")
         if (
-            self.embedding_provider is EmbeddingProvider.OPENAI
+            (self.embedding_provider is EmbeddingProvider.OPENAI or self.labeler is Labeler.OPENAI)
             and not self.openai_api_key
             and not self.openai_api_key_secret_arn
         ):
             raise ValueError(
-                "the openai provider needs OPENAI_API_KEY (local runs) or "
+                "the openai provider and the openai labeler need OPENAI_API_KEY (local runs) or "
                 "AUTOTAG_OPENAI_API_KEY_SECRET_ARN (AWS, read from Secrets Manager)"
             )
         return self

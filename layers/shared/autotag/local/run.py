@@ -16,10 +16,11 @@ from threading import Event
 from typing import Any, TextIO
 
 from autotag.local.driver import DrainStats, Handler, LocalContext, QueueDriver, dead_letters, load_function
+from autotag.local.report import MappedDocument, write_report
 from autotag.local.stack import LocalStack, local_aws
 from autotag.local.template_rules import load_rules, load_template
 from autotag.runtime import get_runtime, reset_runtime
-from autotag.store import CategoryRecord, DocumentRow
+from autotag.store import CategoryRecord, DocumentRow, Store
 
 UPLOAD_SLICE = 100
 
@@ -115,12 +116,26 @@ def run(
         rows = store.document_rows(workspace)
         embedded_now = store.embedded_since(workspace, started)
         dead = dead_letters(stack, stack.ingest) + dead_letters(stack, stack.cluster)
+        mapped = _mapped_documents(store, runtime.settings.embedding_model, workspace, rows)
     result = _assignments(workspace, categories, rows, set(files))
     print(f"{embedded_now} documents embedded by this run, the others unchanged or skipped", file=err)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "assignments.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_report(out_dir / "report.html", workspace, categories, mapped)
     _print_summary(result, categories, rows, len(dead), out_dir, sys.stdout)
     return result
+
+
+def _mapped_documents(store: Store, model: str, workspace: str, rows: list[DocumentRow]) -> list[MappedDocument]:
+    """Each categorised document's key (relative to the workspace), category and vector."""
+    ids, _, vectors = store.load_embedded_vectors(workspace, model)
+    row_of = {row.id: row for row in rows}
+    prefix = f"{workspace}/"
+    return [
+        MappedDocument(row_of[doc_id].key.removeprefix(prefix), category_id, vectors[i])
+        for i, doc_id in enumerate(ids)
+        if doc_id in row_of and (category_id := row_of[doc_id].category_id)
+    ]
 
 
 def _documents(docs_dir: Path) -> dict[str, Path]:
@@ -277,4 +292,4 @@ def _print_summary(
             print(f"  {document['status']}: {document['key']} ({document['reason']})", file=out)
     if dead:
         print(f"{dead} message(s) in dead-letter queues", file=out)
-    print(f"wrote {out_dir / 'assignments.json'}", file=out)
+    print(f"wrote {out_dir / 'assignments.json'} and {out_dir / 'report.html'}", file=out)

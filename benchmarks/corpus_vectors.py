@@ -1,0 +1,125 @@
+"""Document vectors of a labelled corpus, computed once with the pipeline's own code and cached.
+
+A corpus is laid out as <label>/<file>. Each file goes through the same steps as in the
+EmbedFunction (extract → chunk by the model's tokens → embed every chunk → token-weighted
+document vector), so clustering experiments and `make bench-quality` see the vectors the
+pipeline would store, without paying the embedding time (minutes on CPU) more than once.
+
+    python benchmarks/corpus_vectors.py ../shared/corpora/bbc-news   # writes out/vectors/bbc-news-<model>/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from autotag.chunking import chunk_text
+from autotag.embeddings import Embedder, Vectors, build_embedder, document_vector
+from autotag.extraction import Extracted, extract
+from autotag.settings import Settings
+
+CACHE_ROOT = Path("out/vectors")
+# Documents whose chunks go to the model in one call: big enough to batch well, small enough
+# to show progress.
+EMBED_SLICE = 64
+
+
+@dataclass(frozen=True)
+class CorpusVectors:
+    vectors: Vectors  # one unit-length document vector per file
+    files: list[str]  # "<label>/<file>", in row order
+    labels: list[str]  # the folder of each file
+    texts: list[str]  # the extracted text of each file
+
+    @property
+    def classes(self) -> int:
+        return len(set(self.labels))
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    files = sorted(p for p in corpus.glob("*/*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise SystemExit(f"no <label>/<file> documents under {corpus}")
+    return files
+
+
+def load_corpus_vectors(
+    corpus: Path, *, cache_root: Path = CACHE_ROOT, settings: Settings | None = None
+) -> CorpusVectors:
+    """The cached vectors of `corpus`, embedding it first when there is no cache for its files."""
+    settings = settings or Settings()
+    cache = cache_root / f"{corpus.resolve().name}-{settings.embedding_model}"
+    files = corpus_files(corpus)
+    names = [f"{p.parent.name}/{p.name}" for p in files]
+    meta_path, vectors_path = cache / "meta.json", cache / "vectors.npy"
+    if meta_path.exists() and vectors_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta["corpus_files"] == names:
+            return CorpusVectors(np.load(vectors_path), names, meta["labels"], meta["texts"])
+    embedded = embed_corpus(files, build_embedder(settings), settings)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(vectors_path, embedded.vectors)
+    meta_path.write_text(
+        json.dumps(
+            {"corpus_files": names, "files": embedded.files, "labels": embedded.labels, "texts": embedded.texts}
+        ),
+        encoding="utf-8",
+    )
+    return embedded
+
+
+def embed_corpus(files: list[Path], embedder: Embedder, settings: Settings) -> CorpusVectors:
+    max_tokens = min(settings.chunk_tokens, embedder.max_input_tokens)
+    extracted: list[tuple[Path, Extracted]] = []
+    for path in files:
+        result = extract(path.name, path.read_bytes())
+        if isinstance(result, Extracted) and result.text.strip():
+            extracted.append((path, result))
+        else:
+            print(f"skipped {path}: no text", file=sys.stderr)
+    rows: list[Vectors] = []
+    started = time.perf_counter()
+    for offset in range(0, len(extracted), EMBED_SLICE):
+        part = extracted[offset : offset + EMBED_SLICE]
+        chunked = [
+            chunk_text(
+                doc.text,
+                embedder.tokenizer,
+                max_tokens=max_tokens,
+                overlap=settings.chunk_overlap_tokens,
+                max_chunks=settings.max_chunks_per_document,
+            ).chunks
+            for _, doc in part
+        ]
+        vectors = embedder.embed([chunk.text for chunks in chunked for chunk in chunks])
+        start = 0
+        for chunks in chunked:
+            rows.append(document_vector(vectors[start : start + len(chunks)], [c.token_count for c in chunks]))
+            start += len(chunks)
+        done = offset + len(part)
+        print(f"embedded {done}/{len(extracted)} documents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return CorpusVectors(
+        vectors=np.vstack(rows).astype(np.float32),
+        files=[f"{p.parent.name}/{p.name}" for p, _ in extracted],
+        labels=[p.parent.name for p, _ in extracted],
+        texts=[doc.text for _, doc in extracted],
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("corpus", type=Path)
+    args = parser.parse_args()
+    corpus = load_corpus_vectors(args.corpus)
+    print(f"{len(corpus.files)} documents, {corpus.classes} classes, vectors {corpus.vectors.shape}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
