@@ -13,10 +13,19 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from autotag.onnx_export import MODEL_FILE as ONNX_MODEL_FILE
+
 
 class EmbeddingProvider(StrEnum):
     LOCAL = "local"
     OPENAI = "openai"
+    ONNX = "onnx"
+
+
+# Providers that run all-MiniLM-L6-v2 in this process (sentence-transformers or onnxruntime).
+LOCAL_PROVIDERS = frozenset({EmbeddingProvider.LOCAL, EmbeddingProvider.ONNX})
+# Where `make model` writes the ONNX export: build/model at the root of a checkout.
+DEFAULT_ONNX_MODEL_DIR = Path(__file__).resolve().parents[3] / "build" / "model"
 
 
 LOCAL_MODEL = "all-MiniLM-L6-v2"
@@ -54,6 +63,8 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
 
+    onnx_model_dir: Path = DEFAULT_ONNX_MODEL_DIR
+
     chunk_tokens: int = Field(default=0, ge=0, le=8191)
     chunk_overlap_tokens: int = Field(default=32, ge=0)
     max_chunks_per_document: int = Field(default=64, ge=1)
@@ -78,10 +89,12 @@ class Settings(BaseSettings):
     def _fill_model_defaults(self) -> Settings:
         # frozen model: defaults that depend on other fields are set through object.__setattr__
         if not self.embedding_model:
-            default = LOCAL_MODEL if self.embedding_provider is EmbeddingProvider.LOCAL else DEFAULT_OPENAI_MODEL
+            default = LOCAL_MODEL if self.embedding_provider in LOCAL_PROVIDERS else DEFAULT_OPENAI_MODEL
             object.__setattr__(self, "embedding_model", default)
-        if self.embedding_provider is EmbeddingProvider.LOCAL and self.embedding_model != LOCAL_MODEL:
-            raise ValueError(f"AUTOTAG_EMBEDDING_MODEL: the local provider only ships {LOCAL_MODEL!r}")
+        if self.embedding_provider in LOCAL_PROVIDERS and self.embedding_model != LOCAL_MODEL:
+            raise ValueError(
+                f"AUTOTAG_EMBEDDING_MODEL: the {self.embedding_provider.value} provider only ships {LOCAL_MODEL!r}"
+            )
         native = KNOWN_DIMENSIONS.get(self.embedding_model)
         if not self.embedding_dimensions:
             if native is None:
@@ -106,7 +119,7 @@ class Settings(BaseSettings):
                 f"{MAX_INDEXED_DIMENSIONS} dimensions; text-embedding-3 models can be shortened, e.g. to 1536"
             )
         if not self.chunk_tokens:
-            object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider is EmbeddingProvider.LOCAL else 512)
+            object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider in LOCAL_PROVIDERS else 512)
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("AUTOTAG_CHUNK_OVERLAP_TOKENS must be smaller than AUTOTAG_CHUNK_TOKENS")
         if self.min_categories > self.max_categories:
@@ -119,6 +132,10 @@ class Settings(BaseSettings):
             raise ValueError(
                 "the openai provider needs OPENAI_API_KEY (local runs) or "
                 "AUTOTAG_OPENAI_API_KEY_SECRET_ARN (AWS, read from Secrets Manager)"
+            )
+        if self.embedding_provider is EmbeddingProvider.ONNX and not (self.onnx_model_dir / ONNX_MODEL_FILE).is_file():
+            raise ValueError(
+                f"AUTOTAG_ONNX_MODEL_DIR: no {ONNX_MODEL_FILE} in {self.onnx_model_dir}; build it with `make model`"
             )
         return self
 
