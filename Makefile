@@ -58,7 +58,7 @@ model-layer: $(MODEL)
 
 # Speed, size and memory figures (about 15 minutes on 2 cores): benchmarks/results/.
 bench: install
-	$(BIN)/python benchmarks/bench.py --corpus ../shared/corpora/bbc-news
+	$(BIN)/python -m benchmarks.bench --corpus ../shared/corpora/bbc-news
 
 # NMI of the categories against the labelled BBC News corpus (research use, read in place).
 eval-bbc: install

@@ -51,7 +51,8 @@ class SettingsError(RuntimeError):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTOTAG_", extra="ignore", frozen=True)
 
-    embedding_provider: EmbeddingProvider = EmbeddingProvider.LOCAL
+    # onnx: the same model as `local` (sentence-transformers), at about twice its speed, no torch.
+    embedding_provider: EmbeddingProvider = EmbeddingProvider.ONNX
     embedding_model: str = ""
     embedding_dimensions: int = Field(default=0, ge=0, le=16000)
 
