@@ -15,8 +15,19 @@ from typing import Any
 
 
 def _peak_bytes() -> int:
-    # Linux reports ru_maxrss in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory.
+
+    VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent through
+    fork and exec, so a probe started by a large benchmark process would report its parent's peak.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
 def _emit(figures: dict[str, Any]) -> None:

@@ -299,8 +299,10 @@ class Store:
         Vectors of another model (before a model change is re-embedded) share no space with
         these, even at the same dimension, so they are left out rather than mixed in.
         """
-        where = " WHERE workspace = %s AND status = 'embedded' AND model = %s"
-        count_row = self.conn.execute(f"SELECT count(*) FROM documents{where}", (workspace, model)).fetchone()  # noqa: S608
+        count_row = self.conn.execute(
+            "SELECT count(*) FROM documents WHERE workspace = %s AND status = 'embedded' AND model = %s",
+            (workspace, model),
+        ).fetchone()
         # Rows stream from a server-side cursor in binary into one preallocated float32
         # matrix: at 100k documents a list of per-row arrays would hold the vectors twice.
         capacity = int(count_row[0]) if count_row else 0
@@ -309,12 +311,16 @@ class Store:
         matrix = np.zeros((0, 0), dtype=np.float32)
         with self.conn.cursor(name=f"vectors_{id(self)}", binary=True) as cur:
             cur.itersize = VECTOR_FETCH_ROWS
-            cur.execute(f"SELECT id, key, embedding FROM documents{where} ORDER BY key", (workspace, model))  # noqa: S608
+            cur.execute(
+                "SELECT id, key, embedding FROM documents"
+                " WHERE workspace = %s AND status = 'embedded' AND model = %s ORDER BY key",
+                (workspace, model),
+            )
             while rows := cur.fetchmany(VECTOR_FETCH_ROWS):
                 for doc_id, key, embedding in rows:
                     vector = as_array(embedding)
                     if len(ids) == matrix.shape[0]:
-                        # Documents embedded since the count: grow once for the rest.
+                        # The first row, or documents embedded since the count: room for the rest.
                         matrix = _grown(matrix, max(capacity, len(ids) + len(rows)), vector.shape[0])
                     matrix[len(ids)] = vector
                     ids.append(int(doc_id))
