@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import hashlib
 import io
 import json
-import math
 import os
 import platform
 import random
@@ -26,7 +24,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 import warnings
@@ -52,8 +49,10 @@ from autotag.store import EmbeddedContent, ObjectRef, ObjectVersion, Store
 from benchmarks.measure import (
     LAMBDA_UNZIPPED_LIMIT,
     Row,
+    Stopwatch,
     built_function_sizes,
     clustered_unit_vectors,
+    covered_seconds,
     directory_bytes,
     exact_neighbours,
     function_layers,
@@ -155,6 +154,11 @@ class Bench:
         embedding = total - cluster_seconds
         model = (model_before + model_after) / 2
         overhead = embedding / model - 1
+        # The same question inside the run, under the same load: how long the pipeline went on
+        # while no embed call was in progress (concurrent calls queue on the model, so count the
+        # wall time they cover once).
+        model_in_run = covered_seconds(watch.intervals["model"])
+        overhead_in_run = embedding / model_in_run - 1
         self.figures["pipeline"] = {
             "documents": n,
             "chunks": len(texts),
@@ -162,7 +166,9 @@ class Bench:
             "cluster_seconds": cluster_seconds,
             "embed_path_seconds": embedding,
             "model_seconds_before_and_after": [model_before, model_after],
-            "overhead_share": overhead,
+            "overhead_share_against_model_alone": overhead,
+            "model_seconds_in_run": model_in_run,
+            "overhead_share_in_run": overhead_in_run,
             "provider": "onnx",
             "busy_seconds_summed_over_threads": busy,
         }
@@ -173,13 +179,20 @@ class Bench:
         )
         self.row(
             "1",
-            "embedding model alone, same texts (before / after the run)",
+            "embedding model alone, same chunks (before / after the run)",
             f"{n / model:.1f} docs/s ({model_before:.0f} s / {model_after:.0f} s)",
         )
-        self.row("1", "pipeline overhead / model time", f"{overhead:.1%}", "< 15%", overhead < 0.15)
+        self.row("1", "pipeline time over model-alone time", f"{overhead:+.1%}", "< 15%", overhead < 0.15)
+        self.row(
+            "1",
+            "pipeline time while no embed call ran, over the model's time in the run",
+            f"{overhead_in_run:+.1%} ({embedding - model_in_run:.1f} s of {embedding:.1f} s)",
+            "< 15%",
+            overhead_in_run < 0.15,
+        )
         self.row("1", "chunks the model alone embedded / the pipeline stored", f"{len(before)} / {len(texts)}")
         parts = ", ".join(f"{name} {busy[name]:.1f} s" for name in PIPELINE_PARTS)
-        self.row("1", "where the run's time went (summed over threads)", parts)
+        self.row("1", "time inside calls, summed over the 5 invocation threads", parts)
         self.row("1", "clustering at the end of that run (not counted above)", f"{cluster_seconds:.1f} s")
 
     # --- 0. the ONNX embedder against sentence-transformers ---------------------------------
@@ -518,50 +531,7 @@ def quiet_run(docs: Path, workspace: str, data_dir: Path) -> dict[str, Any]:
         return run(docs, workspace, data_dir / "out", template=find_template(), data_dir=data_dir, err=io.StringIO())
 
 
-PIPELINE_PARTS = ("model", "aws_emulator", "database_writes", "extraction", "chunking")
-
-
-class Stopwatch:
-    """Wall-clock intervals of calls to patched functions, from any thread."""
-
-    def __init__(self) -> None:
-        self.intervals: dict[str, list[tuple[float, float]]] = {}
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def timing(self, targets: dict[str, tuple[Any, str]]) -> Iterator[None]:
-        originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
-        for name, (owner, attribute) in targets.items():
-            self.intervals[name] = []
-            setattr(owner, attribute, self._timed(name, originals[name]))
-        try:
-            yield
-        finally:
-            for name, (owner, attribute) in targets.items():
-                setattr(owner, attribute, originals[name])
-
-    def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def timed_call(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                with self._lock:
-                    self.intervals[name].append((started, time.perf_counter()))
-
-        return timed_call
-
-
-def covered_seconds(intervals: list[tuple[float, float]]) -> float:
-    """Wall time covered by possibly overlapping (start, end) intervals."""
-    total = 0.0
-    reached = -math.inf
-    for start, end in sorted(intervals):
-        if end > reached:
-            total += end - max(start, reached)
-            reached = end
-    return total
+PIPELINE_PARTS = ("aws_emulator", "database_writes", "extraction", "chunking")
 
 
 def same_chunks(embedder: Embedder, docs: Path, settings: Settings) -> list[str]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -159,3 +163,46 @@ def text_table(rows: Sequence[Row]) -> str:
 
 def mb(n_bytes: float) -> str:
     return f"{n_bytes / 1e6:.1f} MB"
+
+
+class Stopwatch:
+    """Wall-clock intervals of calls to patched functions, from any thread."""
+
+    def __init__(self) -> None:
+        self.intervals: dict[str, list[tuple[float, float]]] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def timing(self, targets: dict[str, tuple[Any, str]]) -> Iterator[None]:
+        originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
+        for name, (owner, attribute) in targets.items():
+            self.intervals[name] = []
+            setattr(owner, attribute, self._timed(name, originals[name]))
+        try:
+            yield
+        finally:
+            for name, (owner, attribute) in targets.items():
+                setattr(owner, attribute, originals[name])
+
+    def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed_call(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with self._lock:
+                    self.intervals[name].append((started, time.perf_counter()))
+
+        return timed_call
+
+
+def covered_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Wall time covered by possibly overlapping (start, end) intervals."""
+    total = 0.0
+    reached = -math.inf
+    for start, end in sorted(intervals):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total

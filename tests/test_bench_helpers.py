@@ -9,8 +9,10 @@ import pytest
 
 from benchmarks.measure import (
     Row,
+    Stopwatch,
     built_function_sizes,
     clustered_unit_vectors,
+    covered_seconds,
     directory_bytes,
     exact_neighbours,
     function_layers,
@@ -107,3 +109,30 @@ def test_tables_show_every_row_and_verdict() -> None:
     text = text_table(rows)
     assert text.splitlines()[0].split() == ["1", "overhead", "12%", "<", "15%", "met"]
     assert text.splitlines()[1].split() == ["4", "exponent", "1.1"]
+
+
+def test_covered_seconds_counts_overlaps_once() -> None:
+    assert covered_seconds([]) == 0.0
+    assert covered_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == pytest.approx(4.0)
+    assert covered_seconds([(0.0, 10.0), (2.0, 3.0)]) == pytest.approx(10.0)
+
+
+class Counter:
+    def work(self, value: int) -> int:
+        if value < 0:
+            raise ValueError("negative")
+        return value * 2
+
+
+def test_stopwatch_records_calls_and_restores_the_function() -> None:
+    original = Counter.work
+    watch = Stopwatch()
+    with watch.timing({"work": (Counter, "work")}):
+        assert Counter().work(2) == 4
+        with pytest.raises(ValueError, match="negative"):
+            Counter().work(-1)
+    assert Counter.work is original
+    assert len(watch.intervals["work"]) == 2
+    assert all(end >= start for start, end in watch.intervals["work"])
+    Counter().work(1)
+    assert len(watch.intervals["work"]) == 2  # not recorded once restored

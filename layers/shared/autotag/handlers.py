@@ -10,18 +10,20 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.metrics import Metrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
-from autotag.categorize import RecomputeResult, recompute_workspace
 from autotag.cluster_requests import ClusterRequest, send_cluster_requests
 from autotag.events import EventParseError, ObjectChange, is_sqs_event, parse_notification, parse_sqs_body
 from autotag.ingest import BatchReport, EmbedPipeline
 from autotag.runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from autotag.categorize import RecomputeResult
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +143,10 @@ def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None 
 
 
 def _recompute(runtime: Runtime, workspace: str, version: int, metrics: Metrics | None) -> RecomputeResult:
+    # Imported here: the embed function never clusters, and scikit-learn and scipy would add
+    # about a second to its cold start (and let its layers drop them).
+    from autotag.categorize import recompute_workspace
+
     result = recompute_workspace(runtime.store, runtime.settings, workspace, version)
     if metrics is not None:
         name = "ClusterRecomputes" if result.recomputed else "ClusterRequestsSkipped"

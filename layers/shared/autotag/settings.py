@@ -13,8 +13,6 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from autotag.onnx_export import MODEL_FILE as ONNX_MODEL_FILE
-
 
 class EmbeddingProvider(StrEnum):
     LOCAL = "local"
@@ -64,6 +62,8 @@ class Settings(BaseSettings):
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
 
+    # Checked when the embedder loads, not here: the cluster function shares these settings
+    # but not the model (nor its layer).
     onnx_model_dir: Path = DEFAULT_ONNX_MODEL_DIR
 
     chunk_tokens: int = Field(default=0, ge=0, le=8191)
@@ -133,10 +133,6 @@ class Settings(BaseSettings):
             raise ValueError(
                 "the openai provider needs OPENAI_API_KEY (local runs) or "
                 "AUTOTAG_OPENAI_API_KEY_SECRET_ARN (AWS, read from Secrets Manager)"
-            )
-        if self.embedding_provider is EmbeddingProvider.ONNX and not (self.onnx_model_dir / ONNX_MODEL_FILE).is_file():
-            raise ValueError(
-                f"AUTOTAG_ONNX_MODEL_DIR: no {ONNX_MODEL_FILE} in {self.onnx_model_dir}; build it with `make model`"
             )
         return self
 
