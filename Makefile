@@ -4,10 +4,13 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# The `onnx` provider's model: a build artifact of `make model`, never committed.
+MODEL_DIR := build/model
+MODEL := $(MODEL_DIR)/model.onnx
 
-.PHONY: install demo test lint typecheck check eval-bbc clean tools template-check build bench-quality chromium
+.PHONY: install demo test lint typecheck check eval-bbc clean tools template-check build bench-quality chromium model model-layer bench
 
-install: $(STAMP)
+install: $(STAMP) $(MODEL)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +40,27 @@ typecheck: install
 	$(BIN)/mypy functions/reprocess/app.py
 
 check: lint typecheck test
+
+# all-MiniLM-L6-v2 exported once with torch, optimised and quantised to int8, for onnxruntime.
+model: $(MODEL)
+
+$(MODEL): $(STAMP) layers/shared/autotag/onnx_export.py
+	$(BIN)/python -m autotag.onnx_export --out $(MODEL_DIR)
+
+# A Lambda layer for the `onnx` provider: python/ (onnxruntime, tokenizers for python3.12 x86_64;
+# Lambda's Amazon Linux 2023 takes manylinux_2_28 wheels) and model/ (mounted at /opt/model;
+# the functions need AUTOTAG_ONNX_MODEL_DIR=/opt/model).
+model-layer: $(MODEL)
+	rm -rf build/model-layer
+	$(BIN)/python -m pip install --quiet --no-deps --target build/model-layer/python \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --python-version 3.12 --only-binary=:all: \
+		-r layers/model/requirements.txt
+	mkdir -p build/model-layer/model
+	cp $(MODEL_DIR)/model.onnx $(MODEL_DIR)/tokenizer.json $(MODEL_DIR)/export.json build/model-layer/model/
+
+# Speed, size and memory figures (about 15 minutes on 2 cores): benchmarks/results/.
+bench: install
+	$(BIN)/python -m benchmarks.bench --corpus ../shared/corpora/bbc-news
 
 # NMI of the categories against the labelled BBC News corpus (research use, read in place).
 eval-bbc: install

@@ -50,7 +50,7 @@ def _name(requirement: str) -> str:
 def installed_size(requirements: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="autotag-layer-") as target:
         platforms = [arg for platform in PLATFORMS for arg in ("--platform", platform)]
-        subprocess.run(  # noqa: S603 - our own interpreter and the layer's requirement lines
+        subprocess.run(
             [
                 sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
                 "--target", target, *platforms, "--python-version", "3.12", "--only-binary=:all:", *requirements,

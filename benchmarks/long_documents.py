@@ -51,7 +51,10 @@ def main() -> int:
     embedder = LocalEmbedder()
     settings = Settings()
     window = min(settings.chunk_tokens, embedder.max_input_tokens)
-    texts, labels, doc_of_chunk, tokens = [], [], [], []
+    texts: list[str] = []
+    labels: list[str] = []
+    doc_of_chunk: list[int] = []
+    tokens: list[int] = []
     for path in files:
         result = extract(path.name, path.read_bytes())
         if not isinstance(result, Extracted):

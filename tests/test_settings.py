@@ -35,9 +35,9 @@ def load_error(monkeypatch: pytest.MonkeyPatch, **env: str) -> str:
     return str(info.value)
 
 
-def test_defaults_use_local_provider() -> None:
+def test_defaults_use_the_onnx_provider() -> None:
     settings = load_settings()
-    assert settings.embedding_provider is EmbeddingProvider.LOCAL
+    assert settings.embedding_provider is EmbeddingProvider.ONNX
     assert settings.embedding_model == "all-MiniLM-L6-v2"
     assert settings.embedding_dimensions == 384
     assert settings.chunk_tokens == 256
@@ -225,3 +225,17 @@ def test_extraction_limits_must_be_positive(monkeypatch: pytest.MonkeyPatch, nam
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=name):
         load_settings()
+
+
+@pytest.mark.parametrize("provider", ["local", "onnx"])
+def test_both_local_providers_run_minilm(clean_env: pytest.MonkeyPatch, provider: str) -> None:
+    clean_env.setenv("AUTOTAG_EMBEDDING_PROVIDER", provider)
+    settings = load_settings()
+    assert settings.embedding_provider.value == provider
+    assert (settings.embedding_model, settings.embedding_dimensions, settings.chunk_tokens) == (
+        "all-MiniLM-L6-v2",
+        384,
+        256,
+    )
+    message = load_error(clean_env, AUTOTAG_EMBEDDING_MODEL="text-embedding-3-small")
+    assert f"the {provider} provider only ships" in message

@@ -597,3 +597,22 @@ def test_save_clustering_ignores_assignment_of_non_embedded_document(store: Stor
     [loaded] = store.load_categories("ws")
     store.conn.commit()
     assert loaded.document_ids == [doc_id]
+
+
+def test_load_embedded_vectors_streams_every_row_in_key_order(
+    store: Store, rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More rows than one fetch holds: every vector lands in its row of one float32 matrix."""
+    monkeypatch.setattr("autotag.store.VECTOR_FETCH_ROWS", 2)
+    written = {}
+    for name in ["e", "b", "g", "a", "d", "c", "f"]:
+        content = content_for(rng, [f"text {name}"])
+        written[f"docs/{name}.txt"] = (embed(store, ObjectRef("alpha", BUCKET, f"docs/{name}.txt"), content), content)
+    embed(store, ObjectRef("beta", BUCKET, "docs/other.txt"), content_for(rng, ["other workspace"]))
+
+    ids, keys, matrix = store.load_embedded_vectors("alpha", MODEL)
+    store.conn.commit()
+    assert keys == sorted(written)
+    assert ids == [written[key][0] for key in keys]
+    assert matrix.dtype == np.float32 and matrix.flags.c_contiguous
+    np.testing.assert_allclose(matrix, np.vstack([written[key][1].vector for key in keys]), rtol=1e-6)

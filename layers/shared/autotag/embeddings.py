@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -225,9 +226,18 @@ def _local_embedder() -> LocalEmbedder:
     return LocalEmbedder()
 
 
+@lru_cache(maxsize=2)
+def _onnx_embedder(model_dir: Path) -> Embedder:
+    from autotag.onnx_embedding import OnnxEmbedder
+
+    return OnnxEmbedder(model_dir)
+
+
 def build_embedder(settings: Settings) -> Embedder:
     if settings.embedding_provider is EmbeddingProvider.LOCAL:
         return _local_embedder()
+    if settings.embedding_provider is EmbeddingProvider.ONNX:
+        return _onnx_embedder(settings.onnx_model_dir)
     refresh = partial(_openai_api_key, settings, force_fetch=True) if settings.openai_api_key_secret_arn else None
     return OpenAIEmbedder(
         openai_client(settings), settings.embedding_model, settings.embedding_dimensions, refresh_api_key=refresh

@@ -26,6 +26,9 @@ from autotag.triggers import parse_trigger
 if TYPE_CHECKING:
     from autotag.categorize import RecomputeResult
 
+if TYPE_CHECKING:
+    from autotag.categorize import RecomputeResult
+
 logger = logging.getLogger(__name__)
 
 

@@ -122,6 +122,17 @@ def _identity(ref: ObjectRef, version: ObjectVersion) -> tuple[object, ...]:
     return (ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.sequencer, version.size_bytes)
 
 
+# Rows per round trip when streaming vectors (1536 floats: about 6 MB per fetch).
+VECTOR_FETCH_ROWS = 1000
+
+
+def _grown(matrix: Vectors, rows: int, dimensions: int) -> Vectors:
+    grown = np.empty((rows, dimensions), dtype=np.float32)
+    if matrix.size:
+        grown[: matrix.shape[0]] = matrix
+    return grown
+
+
 class Store:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
@@ -312,15 +323,35 @@ class Store:
         Vectors of another model (before a model change is re-embedded) share no space with
         these, even at the same dimension, so they are left out rather than mixed in.
         """
-        rows = self.conn.execute(
-            "SELECT id, key, embedding FROM documents"
-            " WHERE workspace = %s AND status = 'embedded' AND model = %s ORDER BY key",
+        count_row = self.conn.execute(
+            "SELECT count(*) FROM documents WHERE workspace = %s AND status = 'embedded' AND model = %s",
             (workspace, model),
-        ).fetchall()
-        if not rows:
+        ).fetchone()
+        # Rows stream from a server-side cursor in binary into one preallocated float32
+        # matrix: at 100k documents a list of per-row arrays would hold the vectors twice.
+        capacity = int(count_row[0]) if count_row else 0
+        ids: list[int] = []
+        keys: list[str] = []
+        matrix = np.zeros((0, 0), dtype=np.float32)
+        with self.conn.cursor(name=f"vectors_{id(self)}", binary=True) as cur:
+            cur.itersize = VECTOR_FETCH_ROWS
+            cur.execute(
+                "SELECT id, key, embedding FROM documents"
+                " WHERE workspace = %s AND status = 'embedded' AND model = %s ORDER BY key",
+                (workspace, model),
+            )
+            while rows := cur.fetchmany(VECTOR_FETCH_ROWS):
+                for doc_id, key, embedding in rows:
+                    vector = as_array(embedding)
+                    if len(ids) == matrix.shape[0]:
+                        # The first row, or documents embedded since the count: room for the rest.
+                        matrix = _grown(matrix, max(capacity, len(ids) + len(rows)), vector.shape[0])
+                    matrix[len(ids)] = vector
+                    ids.append(int(doc_id))
+                    keys.append(str(key))
+        if not ids:
             return [], [], np.zeros((0, 0), dtype=np.float32)
-        matrix = np.vstack([as_array(row[2]) for row in rows])
-        return [int(row[0]) for row in rows], [str(row[1]) for row in rows], matrix
+        return ids, keys, matrix[: len(ids)]
 
     def load_texts(self, workspace: str, document_ids: Sequence[int], *, max_chars: int) -> dict[int, str]:
         """Title plus the opening chunks of each document, up to `max_chars` characters."""

@@ -9,6 +9,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,13 +103,18 @@ def run(
         changes = [(key, keys.get(key)) for key in sorted(keys)] + [(key, None) for key in sorted(stale)]
         # Upload in slices and embed as they arrive, as a drive's sync client would: moto's
         # SQS slows down with every queued message, so one big upload first is quadratic.
-        for start in range(0, len(changes), UPLOAD_SLICE):
-            for key, path in changes[start : start + UPLOAD_SLICE]:
-                if path is None:
-                    stack.delete(key)
-                else:
-                    stack.upload(key, path.read_bytes())
-            _drain_queue(pipeline, "ingest", progress)
+        # The next slice uploads while the current one is embedded, so the model does not
+        # wait for uploads.
+        slices = [changes[start : start + UPLOAD_SLICE] for start in range(0, len(changes), UPLOAD_SLICE)]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploader:
+            pending = uploader.submit(_sync, stack, slices[0]) if slices else None
+            for following in slices[1:]:
+                if pending is not None:
+                    pending.result()
+                pending = uploader.submit(_sync, stack, following)
+                _drain_queue(pipeline, "ingest", progress)
+            if pending is not None:
+                pending.result()
         _drain(pipeline, progress)
         runtime = get_runtime()
         store = runtime.store
@@ -136,6 +142,14 @@ def _mapped_documents(store: Store, model: str, workspace: str, rows: list[Docum
         for i, doc_id in enumerate(ids)
         if doc_id in row_of and (category_id := row_of[doc_id].category_id)
     ]
+
+
+def _sync(stack: LocalStack, changes: list[tuple[str, Path | None]]) -> None:
+    for key, path in changes:
+        if path is None:
+            stack.delete(key)
+        else:
+            stack.upload(key, path.read_bytes())
 
 
 def _documents(docs_dir: Path) -> dict[str, Path]:

@@ -1,0 +1,138 @@
+"""The helpers `make bench` computes its figures with (not the figures themselves)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.measure import (
+    Row,
+    Stopwatch,
+    built_function_sizes,
+    clustered_unit_vectors,
+    covered_seconds,
+    directory_bytes,
+    exact_neighbours,
+    function_layers,
+    growth_exponent,
+    markdown_table,
+    parse_importtime,
+    recall_at_k,
+    text_table,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_growth_exponent_recovers_the_power() -> None:
+    sizes = [1_000, 10_000, 100_000]
+    assert growth_exponent(sizes, [2e-6 * n**1.5 for n in sizes]) == pytest.approx(1.5)
+    assert growth_exponent(sizes, [0.5 * n for n in sizes]) == pytest.approx(1.0)
+    assert growth_exponent([1_000], [1.0]) is None
+    assert growth_exponent([1_000, 10_000], [1.0, 0.0]) is None  # a zero time cannot be fitted
+
+
+def test_exact_neighbours_and_recall() -> None:
+    data = clustered_unit_vectors(500, 16, clusters=5, seed=1)
+    queries = data[:3]
+    exact = exact_neighbours(data, queries, 10)
+    assert [row[0] for row in exact] == [0, 1, 2]  # each query is its own nearest neighbour
+    brute = np.argsort(-(queries @ data.T), axis=1)[:, :10]
+    assert exact == brute.tolist()
+    assert recall_at_k(exact, exact, 10) == 1.0
+    half = [row[:5] + [-1] * 5 for row in exact]
+    assert recall_at_k(half, exact, 10) == 0.5
+    with pytest.raises(ValueError, match="no queries"):
+        recall_at_k([], [], 10)
+
+
+def test_clustered_unit_vectors_are_unit_length_topics() -> None:
+    vectors = clustered_unit_vectors(400, 64, clusters=4, seed=7)
+    assert vectors.shape == (400, 64) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    similarity = vectors @ vectors.T
+    # Documents share a topic with about a quarter of the others: far closer than to the rest.
+    nearest_quarter = np.sort(similarity, axis=1)[:, -100:].mean()
+    assert nearest_quarter > 0.5 > similarity.mean()
+    assert np.array_equal(vectors, clustered_unit_vectors(400, 64, clusters=4, seed=7))
+
+
+def test_parse_importtime_finds_the_module_and_its_heaviest_children() -> None:
+    stderr = "\n".join(
+        [
+            "import time: self [us] | cumulative | imported package",
+            "import time:       100 |        100 |   numpy.core",
+            "import time:       200 |       5000 | numpy",
+            "import time:        50 |         50 |     pydantic.x",
+            "import time:        10 |       3000 |   pydantic",
+            "import time:        20 |         20 |   autotag.handlers",
+            "import time:         5 |       8000 | app",
+            "some other line",
+        ]
+    )
+    times = parse_importtime(stderr, "app")
+    assert times.total_us == 8000
+    assert times.heaviest == [("pydantic", 3000), ("autotag.handlers", 20)]
+    with pytest.raises(ValueError, match="missing"):
+        parse_importtime(stderr, "missing")
+
+
+def test_layer_sizes_from_a_build_directory(tmp_path: Path) -> None:
+    (tmp_path / "EmbedFunction").mkdir()
+    (tmp_path / "EmbedFunction" / "app.py").write_bytes(b"x" * 100)
+    (tmp_path / "SharedLayer" / "python").mkdir(parents=True)
+    (tmp_path / "SharedLayer" / "python" / "big.so").write_bytes(b"x" * 1000)
+    (tmp_path / "SharedLayer" / "python" / "link").symlink_to(tmp_path / "SharedLayer" / "python" / "big.so")
+    assert directory_bytes(tmp_path / "SharedLayer") == 1000
+    sizes = built_function_sizes(tmp_path, {"EmbedFunction": ["SharedLayer"]})
+    assert sizes == {"EmbedFunction": {"function": 100, "with_layers": 1100}}
+
+
+def test_function_layers_read_from_the_template() -> None:
+    layers = function_layers(ROOT / "template.yaml")
+    assert {"EmbedFunction", "ClusterFunction"} <= set(layers)
+    assert all("SharedLayer" in names for names in layers.values())
+
+
+def test_tables_show_every_row_and_verdict() -> None:
+    rows = [
+        Row("1", "overhead", "12%", "< 15%", True),
+        Row("4", "exponent", "1.1"),
+        Row("5", "size", "300 MB", "", False),
+    ]
+    markdown = markdown_table(rows)
+    assert markdown.count("\n") == 5
+    assert "| 1 | overhead | 12% | < 15% | met |" in markdown
+    assert "NOT met" in markdown
+    text = text_table(rows)
+    assert text.splitlines()[0].split() == ["1", "overhead", "12%", "<", "15%", "met"]
+    assert text.splitlines()[1].split() == ["4", "exponent", "1.1"]
+
+
+def test_covered_seconds_counts_overlaps_once() -> None:
+    assert covered_seconds([]) == 0.0
+    assert covered_seconds([(0.0, 2.0), (1.0, 3.0), (5.0, 6.0)]) == pytest.approx(4.0)
+    assert covered_seconds([(0.0, 10.0), (2.0, 3.0)]) == pytest.approx(10.0)
+
+
+class Counter:
+    def work(self, value: int) -> int:
+        if value < 0:
+            raise ValueError("negative")
+        return value * 2
+
+
+def test_stopwatch_records_calls_and_restores_the_function() -> None:
+    original = Counter.work
+    watch = Stopwatch()
+    with watch.timing({"work": (Counter, "work")}):
+        assert Counter().work(2) == 4
+        with pytest.raises(ValueError, match="negative"):
+            Counter().work(-1)
+    assert Counter.work is original
+    assert len(watch.intervals["work"]) == 2
+    assert all(end >= start for start, end in watch.intervals["work"])
+    Counter().work(1)
+    assert len(watch.intervals["work"]) == 2  # not recorded once restored

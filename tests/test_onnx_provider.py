@@ -1,0 +1,154 @@
+"""The `onnx` provider against sentence-transformers: same vectors, same token limits, no torch.
+
+Uses the model `make model` exports to build/model (`make test` builds it first).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from autotag.chunking import chunk_text
+from autotag.embeddings import LocalEmbedder, build_embedder
+from autotag.onnx_embedding import MissingModelError, OnnxEmbedder, mean_pool
+from autotag.onnx_export import TOKENIZER_FILE, packaged_model_dir, tokenizer_config
+from autotag.settings import DEFAULT_ONNX_MODEL_DIR, EmbeddingProvider, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "demo" / "drive"
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder() -> OnnxEmbedder:
+    return OnnxEmbedder(DEFAULT_ONNX_MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def torch_embedder() -> LocalEmbedder:
+    return LocalEmbedder()
+
+
+def demo_texts() -> list[str]:
+    return [path.read_text(encoding="utf-8") for path in sorted(DEMO.rglob("*")) if path.suffix in {".txt", ".md"}]
+
+
+def test_vectors_match_sentence_transformers_on_real_documents(
+    onnx_embedder: OnnxEmbedder, torch_embedder: LocalEmbedder
+) -> None:
+    texts = demo_texts()
+    assert len(texts) > 20
+    ours = onnx_embedder.embed(texts)
+    reference = torch_embedder.embed(texts)
+    cosines = (ours * reference).sum(axis=1)
+    assert ours.shape == reference.shape == (len(texts), 384)
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert cosines.mean() >= 0.99
+    assert cosines.min() >= 0.97
+
+
+def test_long_texts_are_embedded_to_256_tokens_not_the_packaged_128(
+    onnx_embedder: OnnxEmbedder, torch_embedder: LocalEmbedder
+) -> None:
+    """The packaged tokenizer.json truncates at 128 tokens; sentence-transformers reads 256."""
+    opening = " ".join(["The quarterly invoice was paid by the finance team on time."] * 11)  # 154 tokens
+    endings = [
+        " ".join(["Volcanic eruptions reshape mountain glaciers and rivers."] * 6),
+        " ".join(["The striker scored twice in the cup final at the stadium."] * 6),
+    ]
+    texts = [f"{opening} {ending}" for ending in endings]
+    counts = [len(onnx_embedder.tokenizer.token_spans(text)) for text in texts]
+    assert all(150 < count <= onnx_embedder.max_input_tokens for count in counts)
+    ours = onnx_embedder.embed(texts)
+    reference = torch_embedder.embed(texts)
+    # Cut at 128 tokens both texts would be the same opening, and embed identically.
+    assert float(ours[0] @ ours[1]) < 0.95
+    assert (ours * reference).sum(axis=1).min() >= 0.98
+
+
+def test_chunker_limits_and_spans_are_sentence_transformers(
+    onnx_embedder: OnnxEmbedder, torch_embedder: LocalEmbedder
+) -> None:
+    assert onnx_embedder.max_input_tokens == torch_embedder.max_input_tokens == 254
+    text = demo_texts()[0]
+    assert onnx_embedder.tokenizer.token_spans(text) == torch_embedder.tokenizer.token_spans(text)
+    chunked = chunk_text(text, onnx_embedder.tokenizer, max_tokens=254, overlap=32, max_chunks=64)
+    assert chunked.chunks and all(chunk.token_count <= 254 for chunk in chunked.chunks)
+
+
+def test_embedding_order_and_empty_input(onnx_embedder: OnnxEmbedder) -> None:
+    texts = ["short", "a much longer text about invoices, payments and late fees " * 5, "contract"]
+    together = onnx_embedder.embed(texts)
+    alone = np.vstack([onnx_embedder.embed([text]) for text in texts])
+    # Not bit-identical: dynamic int8 quantisation scales activations per batch.
+    assert np.diag(together @ alone.T).min() > 0.98
+    assert (together @ alone.T).argmax(axis=1).tolist() == [0, 1, 2]
+    assert onnx_embedder.embed([]).shape == (0, 384)
+
+
+def test_mean_pool_ignores_padding() -> None:
+    hidden = np.array([[[1.0, 0.0], [3.0, 0.0], [100.0, 100.0]]], dtype=np.float32)
+    mask = np.array([[1, 1, 0]], dtype=np.int64)
+    assert np.allclose(mean_pool(hidden, mask), [[1.0, 0.0]])
+
+
+def test_exported_tokenizer_fixes_the_packaged_truncation() -> None:
+    packaged = json.loads((packaged_model_dir() / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    assert packaged["truncation"]["max_length"] == 128
+    fixed = tokenizer_config(packaged, 256)
+    assert fixed["truncation"]["max_length"] == 256
+    assert fixed["padding"]["strategy"] == "BatchLongest"
+    exported = json.loads((DEFAULT_ONNX_MODEL_DIR / TOKENIZER_FILE).read_text(encoding="utf-8"))
+    assert exported["truncation"]["max_length"] == 256
+
+
+def test_provider_runs_without_torch_or_transformers() -> None:
+    script = (
+        "import sys\n"
+        "from autotag.embeddings import build_embedder\n"
+        "from autotag.settings import load_settings\n"
+        "embedder = build_embedder(load_settings())\n"
+        "assert embedder.embed(['an invoice']).shape == (1, 384)\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "AUTOTAG_EMBEDDING_PROVIDER": "onnx"},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_build_embedder_picks_onnx(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_PROVIDER", "onnx")
+    settings = load_settings()
+    assert settings.embedding_provider is EmbeddingProvider.ONNX
+    assert (settings.embedding_model, settings.embedding_dimensions, settings.chunk_tokens) == (
+        "all-MiniLM-L6-v2",
+        384,
+        256,
+    )
+    embedder = build_embedder(settings)
+    assert isinstance(embedder, OnnxEmbedder)
+    assert embedder is build_embedder(load_settings())  # one session per process
+
+
+def test_missing_model_is_an_error_naming_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AUTOTAG_EMBEDDING_PROVIDER", "onnx")
+    monkeypatch.setenv("AUTOTAG_ONNX_MODEL_DIR", str(tmp_path))
+    settings = load_settings()  # the cluster function shares the settings, not the model
+    with pytest.raises(
+        MissingModelError, match=r"AUTOTAG_ONNX_MODEL_DIR=.*model.onnx, tokenizer.json, export.json.*make model"
+    ):
+        build_embedder(settings)
+    (tmp_path / "model.onnx").write_bytes(b"")
+    with pytest.raises(MissingModelError, match=r"tokenizer.json, export.json not found"):
+        OnnxEmbedder(tmp_path)
