@@ -96,7 +96,7 @@ template-check: tools
 
 # Builds every function and layer for the Lambda runtime (no container needed: the layers'
 # Makefiles fetch python3.12 manylinux wheels) and prints each function's unzipped size.
-build: tools install
+build: tools install model-layer
 	$(SAM) build
 	$(BIN)/python benchmarks/lambda_sizes.py .aws-sam/build
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -46,16 +45,14 @@ from autotag.local.run import run
 from autotag.local.template_rules import find_template
 from autotag.settings import DEFAULT_ONNX_MODEL_DIR, LOCAL_MODEL, Settings
 from autotag.store import EmbeddedContent, ObjectRef, ObjectVersion, Store
+from benchmarks.lambda_sizes import function_sizes
 from benchmarks.measure import (
     LAMBDA_UNZIPPED_LIMIT,
     Row,
     Stopwatch,
-    built_function_sizes,
     clustered_unit_vectors,
     covered_seconds,
-    directory_bytes,
     exact_neighbours,
-    function_layers,
     growth_exponent,
     markdown_table,
     mb,
@@ -443,64 +440,24 @@ class Bench:
         self.sizes()
 
     def sizes(self) -> None:
-        sam = shutil.which("sam") or (str(ROOT / ".venv/bin/sam") if (ROOT / ".venv/bin/sam").exists() else None)
+        """Each function with its layers from a real `sam build` (`make build`: the pinned SAM CLI
+        from `make tools`, the ModelLayer from `make model-layer`), against Lambda's limit."""
+        subprocess.run(["make", "build"], cwd=ROOT, check=True, capture_output=True)
+        sizes = function_sizes(ROOT / ".aws-sam" / "build")
+        self.figures["sam_build"] = sizes
         limit = f"<= {mb(LAMBDA_UNZIPPED_LIMIT)}"
-        if sam is None:
-            self.row("5", "sam build sizes", "not measured: sam not installed")
-        else:
-            build = self.scratch / "sam-build"
-            env = {**os.environ, "PYENV_VERSION": os.environ.get("PYENV_VERSION", "3.11.7:3.12.1")}
-            subprocess.run(
-                [sam, "build", "--build-dir", str(build)], cwd=ROOT, env=env, check=True, capture_output=True
+        for function, parts in sorted(sizes.items()):
+            total = sum(parts.values())
+            detail = ", ".join(f"{part} {mb(size)}" for part, size in parts.items() if part != "code")
+            self.row(
+                "5",
+                f"sam build: {function} with its layers",
+                f"{mb(total)} ({detail})",
+                limit,
+                total <= LAMBDA_UNZIPPED_LIMIT,
             )
-            sizes = built_function_sizes(build, function_layers(ROOT / "template.yaml"))
-            self.figures["sam_build"] = sizes
-            for function, size in sizes.items():
-                total = size["with_layers"]
-                self.row(
-                    "5", f"sam build: {function} with its layers", mb(total), limit, total <= LAMBDA_UNZIPPED_LIMIT
-                )
-        # The same figures without sam: the layers' packages for python3.12 x86_64, as pip installs them.
-        shared = pip_target(ROOT / "layers/shared/requirements.txt", deps=True)
-        model_layer = ROOT / "build/model-layer"
-        subprocess.run(["make", "model-layer"], cwd=ROOT, check=True, capture_output=True)
-        package = directory_bytes(ROOT / "layers/shared/autotag")
-        embed_only = pip_target(_without(ROOT / "layers/shared/requirements.txt", {"scipy", "scikit-learn"}), deps=True)
-        sizes_pip = {
-            "shared_layer": directory_bytes(shared) + package,
-            "model_layer": directory_bytes(model_layer),
-            "model_file": (DEFAULT_ONNX_MODEL_DIR / "model.onnx").stat().st_size,
-            "shared_layer_without_scipy_sklearn": directory_bytes(embed_only) + package,
-        }
-        self.figures["layer_sizes"] = sizes_pip
-        self.row(
-            "5",
-            "SharedLayer as is (pip, python3.12 x86_64)",
-            mb(sizes_pip["shared_layer"]),
-            limit,
-            sizes_pip["shared_layer"] <= LAMBDA_UNZIPPED_LIMIT,
-        )
-        self.row(
-            "5",
-            "ModelLayer (onnxruntime, tokenizers, int8 model)",
-            f"{mb(sizes_pip['model_layer'])} (model file {mb(sizes_pip['model_file'])})",
-        )
-        combined = sizes_pip["shared_layer"] + sizes_pip["model_layer"]
-        self.row(
-            "5",
-            "EmbedFunction with onnx: SharedLayer + ModelLayer",
-            mb(combined),
-            limit,
-            combined <= LAMBDA_UNZIPPED_LIMIT,
-        )
-        lean = sizes_pip["shared_layer_without_scipy_sklearn"] + sizes_pip["model_layer"]
-        self.row(
-            "5",
-            "EmbedFunction with onnx, SharedLayer without scipy/scikit-learn",
-            mb(lean),
-            limit,
-            lean <= LAMBDA_UNZIPPED_LIMIT,
-        )
+        model_file = (DEFAULT_ONNX_MODEL_DIR / "model.onnx").stat().st_size
+        self.row("5", "int8 model file in the ModelLayer", mb(model_file))
 
     # --- helpers ---------------------------------------------------------------------------
 
@@ -692,36 +649,6 @@ def handler_import(function: str) -> Any:
         env={**os.environ, "PYTHONPATH": str(ROOT / "layers/shared")},
     )
     return parse_importtime(completed.stderr, "app")
-
-
-def _without(requirements: Path, names: set[str]) -> Path:
-    kept = [
-        line
-        for line in requirements.read_text(encoding="utf-8").splitlines()
-        if not any(line.strip().lower().startswith(name) for name in names)
-    ]
-    target = CACHE / f"{requirements.stem}-without-{'-'.join(sorted(names))}.txt"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    return target
-
-
-def pip_target(requirements: Path, *, deps: bool) -> Path:
-    """The requirements installed for Lambda's python3.12 x86_64 (cached by their content)."""
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    target = CACHE / f"pip-{digest}"
-    if not (target / ".complete").exists():
-        shutil.rmtree(target, ignore_errors=True)
-        command = [
-            PYTHON, "-m", "pip", "install", "--quiet", "--no-compile", "--target", str(target),
-            "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
-            "--python-version", "3.12", "--only-binary=:all:", "-r", str(requirements),
-        ]  # fmt: skip
-        if not deps:
-            command.append("--no-deps")
-        subprocess.run(command, check=True, capture_output=True)
-        (target / ".complete").touch()
-    return target
 
 
 def main() -> int:

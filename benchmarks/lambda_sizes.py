@@ -27,9 +27,18 @@ def tree_size(path: Path) -> int:
     return total
 
 
-def _layer_ids(template: dict[str, Any], properties: dict[str, Any]) -> list[str]:
+def layer_ids(template: dict[str, Any], properties: dict[str, Any]) -> list[str]:
+    """Every layer the function may carry: both branches of a conditional layer count."""
     layers = template.get("Globals", {}).get("Function", {}).get("Layers", []) + properties.get("Layers", [])
-    return [layer["Ref"] for layer in layers if isinstance(layer, dict) and "Ref" in layer]
+    ids: list[str] = []
+    for layer in layers:
+        condition = layer.get("Fn::If", layer.get("If")) if isinstance(layer, dict) else None
+        if condition is not None:
+            _, *branches = condition
+            layers.extend(branches)
+        elif isinstance(layer, dict) and "Ref" in layer and layer["Ref"] in template["Resources"]:
+            ids.append(layer["Ref"])
+    return ids
 
 
 def function_sizes(build_dir: Path) -> dict[str, dict[str, int]]:
@@ -42,7 +51,7 @@ def function_sizes(build_dir: Path) -> dict[str, dict[str, int]]:
             continue
         properties = resource["Properties"]
         parts = {"code": tree_size(build_dir / properties["CodeUri"])}
-        for layer in _layer_ids(template, properties):
+        for layer in layer_ids(template, properties):
             parts[layer] = tree_size(build_dir / resources[layer]["Properties"]["ContentUri"])
         sizes[name] = parts
     return sizes

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from autotag.embeddings import Vectors, normalise
 
@@ -102,35 +101,6 @@ def parse_importtime(stderr: str, module: str) -> ImportTimes:
         start -= 1
     children = [(name, us) for indent, us, name in entries[start:end] if indent == base + 2]
     return ImportTimes(total_us=top[-1][1], heaviest=sorted(children, key=lambda c: -c[1])[:5])
-
-
-def _load_template(template: Path) -> dict[str, Any]:
-    from autotag.local.template_rules import _CloudFormationLoader
-
-    return yaml.load(template.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)  # type: ignore[no-any-return]  # noqa: S506
-
-
-def function_layers(template: Path) -> dict[str, list[str]]:
-    """Each function's layer resources (its own `Layers`, else the Globals'), by logical id."""
-    document = _load_template(template)
-    default = document.get("Globals", {}).get("Function", {}).get("Layers", [])
-    result: dict[str, list[str]] = {}
-    for name, resource in document.get("Resources", {}).items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        layers = resource.get("Properties", {}).get("Layers", default)
-        result[name] = [layer["Ref"] for layer in layers if isinstance(layer, dict) and "Ref" in layer]
-    return result
-
-
-def built_function_sizes(build_dir: Path, layers: dict[str, list[str]]) -> dict[str, dict[str, int]]:
-    """Unzipped bytes of each function in a `sam build` directory, alone and with its layers."""
-    sizes: dict[str, dict[str, int]] = {}
-    for function, names in layers.items():
-        own = directory_bytes(build_dir / function)
-        with_layers = own + sum(directory_bytes(build_dir / name) for name in names)
-        sizes[function] = {"function": own, "with_layers": with_layers}
-    return sizes
 
 
 @dataclass

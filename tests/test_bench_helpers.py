@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.lambda_sizes import function_sizes
 from benchmarks.measure import (
     Row,
     Stopwatch,
-    built_function_sizes,
     clustered_unit_vectors,
     covered_seconds,
     directory_bytes,
     exact_neighbours,
-    function_layers,
     growth_exponent,
     markdown_table,
     parse_importtime,
@@ -79,21 +78,60 @@ def test_parse_importtime_finds_the_module_and_its_heaviest_children() -> None:
         parse_importtime(stderr, "missing")
 
 
-def test_layer_sizes_from_a_build_directory(tmp_path: Path) -> None:
-    (tmp_path / "EmbedFunction").mkdir()
-    (tmp_path / "EmbedFunction" / "app.py").write_bytes(b"x" * 100)
-    (tmp_path / "SharedLayer" / "python").mkdir(parents=True)
-    (tmp_path / "SharedLayer" / "python" / "big.so").write_bytes(b"x" * 1000)
-    (tmp_path / "SharedLayer" / "python" / "link").symlink_to(tmp_path / "SharedLayer" / "python" / "big.so")
-    assert directory_bytes(tmp_path / "SharedLayer") == 1000
-    sizes = built_function_sizes(tmp_path, {"EmbedFunction": ["SharedLayer"]})
-    assert sizes == {"EmbedFunction": {"function": 100, "with_layers": 1100}}
+def test_directory_bytes_counts_a_linked_file_once(tmp_path: Path) -> None:
+    (tmp_path / "python").mkdir()
+    (tmp_path / "python" / "big.so").write_bytes(b"x" * 1000)
+    (tmp_path / "python" / "link").symlink_to(tmp_path / "python" / "big.so")
+    assert directory_bytes(tmp_path) == 1000
 
 
-def test_function_layers_read_from_the_template() -> None:
-    layers = function_layers(ROOT / "template.yaml")
-    assert {"EmbedFunction", "ClusterFunction"} <= set(layers)
-    assert all("SharedLayer" in names for names in layers.values())
+BUILT_TEMPLATE = """
+Globals:
+  Function:
+    Layers: [{Ref: SharedLayer}]
+Conditions:
+  UsesOnnx: {"Fn::Equals": [a, a]}
+Resources:
+  SharedLayer: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: SharedLayer}}
+  ModelLayer: {Type: AWS::Serverless::LayerVersion, Properties: {ContentUri: ../model-layer}}
+  EmbedFunction:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: EmbedFunction
+      Layers: [{"Fn::If": [UsesOnnx, {Ref: ModelLayer}, {Ref: "AWS::NoValue"}]}]
+  ClusterFunction: {Type: AWS::Serverless::Function, Properties: {CodeUri: ClusterFunction}}
+"""
+
+
+def test_function_sizes_add_the_global_and_the_conditional_layers(tmp_path: Path) -> None:
+    build = tmp_path / "build"
+    for folder, size in [("EmbedFunction", 100), ("ClusterFunction", 10), ("SharedLayer", 1000)]:
+        (build / folder).mkdir(parents=True)
+        (build / folder / "file").write_bytes(b"x" * size)
+    (tmp_path / "model-layer").mkdir()  # a prebuilt layer stays outside the build directory
+    (tmp_path / "model-layer" / "model.onnx").write_bytes(b"x" * 5000)
+    (build / "template.yaml").write_text(BUILT_TEMPLATE, encoding="utf-8")
+
+    assert function_sizes(build) == {
+        "EmbedFunction": {"code": 100, "SharedLayer": 1000, "ModelLayer": 5000},
+        "ClusterFunction": {"code": 10, "SharedLayer": 1000},
+    }
+
+
+def test_function_sizes_of_the_project_template_name_every_function() -> None:
+    layers = {name: set(parts) for name, parts in _template_layers().items()}
+
+    assert layers["ClusterFunction"] == {"SharedLayer", "ClusteringLayer"}
+    assert layers["EmbedFunction"] == {"SharedLayer", "ModelLayer"}
+
+
+def _template_layers() -> dict[str, list[str]]:
+    from autotag.local.template_rules import load_template
+    from benchmarks.lambda_sizes import layer_ids
+
+    template = load_template(ROOT / "template.yaml")
+    functions = {n: r for n, r in template["Resources"].items() if r["Type"] == "AWS::Serverless::Function"}
+    return {name: layer_ids(template, r["Properties"]) for name, r in functions.items()}
 
 
 def test_tables_show_every_row_and_verdict() -> None:

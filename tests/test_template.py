@@ -394,6 +394,19 @@ def test_scikit_learn_ships_only_with_the_function_that_clusters() -> None:
     assert {"scikit-learn", "scipy"} <= clustering_requirements
 
 
+def test_the_onnx_model_ships_only_with_the_embed_function_and_only_when_chosen() -> None:
+    parameters = TEMPLATE_DATA["Parameters"]
+    carriers = [f for f in FUNCTIONS if "ModelLayer" in json.dumps(props(f).get("Layers", []))]
+
+    assert "onnx" in parameters["EmbeddingProvider"]["AllowedValues"]
+    assert RESOURCES["ModelLayer"]["Condition"] == "UsesOnnx"
+    assert carriers == ["EmbedFunction"]
+    assert props("EmbedFunction")["Layers"] == [{"If": ["UsesOnnx", {"Ref": "ModelLayer"}, {"Ref": "AWS::NoValue"}]}]
+    # The layer mounts the model at /opt/model; a deploy with another model or size is refused.
+    assert GLOBAL_FUNCTION["Environment"]["Variables"]["AUTOTAG_ONNX_MODEL_DIR"] == "/opt/model"
+    assert "OnnxIsMiniLM" in TEMPLATE_DATA["Rules"]
+
+
 def test_the_embed_handler_imports_neither_scikit_learn_nor_scipy() -> None:
     """What makes the ClusteringLayer split work: the embed (and migrate, reprocess) path must not need it."""
     code = (
