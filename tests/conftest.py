@@ -25,6 +25,20 @@ EVENTS = ROOT / "events"
 TEMPLATE = ROOT / "template.yaml"
 
 
+def corpus(name: str) -> Path:
+    """A labelled corpus from the shared research folder, read in place (never copied here).
+
+    It sits beside the checkout (../shared/corpora); AUTOTAG_CORPORA points elsewhere, and
+    /work/shared/corpora is where this workplace keeps it for clones made outside /work.
+    """
+    candidates = [Path(os.environ["AUTOTAG_CORPORA"])] if os.environ.get("AUTOTAG_CORPORA") else []
+    candidates += [ROOT.parent / "shared" / "corpora", Path("/work/shared/corpora")]
+    for folder in candidates:
+        if (folder / name).is_dir():
+            return folder / name
+    raise AssertionError(f"corpus {name!r} not found in {', '.join(map(str, candidates))}")
+
+
 def load_event(name: str) -> dict[str, Any]:
     """An event file from events/, parsed."""
     return json.loads((EVENTS / name).read_text(encoding="utf-8"))  # type: ignore[no-any-return]

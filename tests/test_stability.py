@@ -23,9 +23,8 @@ from autotag.database import connect, migrate
 from autotag.embeddings import Vectors, build_embedder, document_vector
 from autotag.settings import LOCAL_MODEL, EmbeddingProvider, Settings
 from autotag.store import CategoryRecord, DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store
-from tests.conftest import ROOT
+from tests.conftest import corpus
 
-BBC = ROOT.parent / "shared" / "corpora" / "bbc-news"
 WORKSPACE = "news"
 EXISTING_KINDS = ("business", "politics", "sport")
 NEW_KIND = "entertainment"
@@ -47,11 +46,11 @@ class Article:
 @pytest.fixture(scope="module")
 def articles() -> dict[str, list[Article]]:
     """Articles per kind, embedded once for the module: the first files in name order."""
-    assert BBC.is_dir(), f"the BBC News corpus is expected at {BBC}"
+    bbc = corpus("bbc-news")
     settings = Settings(embedding_provider=EmbeddingProvider.LOCAL)
     embedder = build_embedder(settings)
     wanted = dict.fromkeys(EXISTING_KINDS, PER_KIND + ADDED_PER_KIND) | {NEW_KIND: NEW_KIND_DOCUMENTS}
-    picked = [(kind, path) for kind, count in wanted.items() for path in sorted((BBC / kind).glob("*.txt"))[:count]]
+    picked = [(kind, path) for kind, count in wanted.items() for path in sorted((bbc / kind).glob("*.txt"))[:count]]
     texts = [path.read_text(encoding="utf-8")[:TEXT_CHARS] for _, path in picked]
     chunked = [
         chunk_text(text, embedder.tokenizer, max_tokens=embedder.max_input_tokens, overlap=32, max_chunks=4).chunks
