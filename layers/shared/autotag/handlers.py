@@ -26,9 +26,6 @@ from autotag.triggers import parse_trigger
 if TYPE_CHECKING:
     from autotag.categorize import RecomputeResult
 
-if TYPE_CHECKING:
-    from autotag.categorize import RecomputeResult
-
 logger = logging.getLogger(__name__)
 
 
