@@ -107,13 +107,26 @@ def test_labeler_asks_the_chat_model_with_keywords_and_documents(openai_server: 
     assert "Harbour Street" in user["content"]
 
 
-def test_labeler_falls_back_on_api_errors(openai_server: FakeOpenAIServer) -> None:
-    openai_server.inject(500, path=CHAT_COMPLETIONS_PATH)
-    openai_server.inject(429, path=CHAT_COMPLETIONS_PATH)
+@pytest.mark.parametrize("status", [500, 429])
+def test_labeler_falls_back_on_api_errors(openai_server: FakeOpenAIServer, status: int) -> None:
+    for _ in range(2):  # the labeler's own client retries once
+        openai_server.inject(status, path=CHAT_COMPLETIONS_PATH)
+    labeler = ChatLabeler(client(openai_server), "gpt-4o-mini", pause_seconds=0)
+
+    assert labeler.name(BRIEF) is None
+    assert [r.status for r in chat_requests(openai_server)] == [status, status]
+    openai_server.chat_reply = "Property Leases"
+    assert labeler.name(BRIEF) == "Property Leases"  # the pause is over: the API is asked again
+
+
+def test_after_a_failure_the_labeler_pauses_instead_of_timing_out_again(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(503, path=CHAT_COMPLETIONS_PATH)
+    openai_server.inject(503, path=CHAT_COMPLETIONS_PATH)
+    openai_server.chat_reply = "Property Leases"
     labeler = ChatLabeler(client(openai_server), "gpt-4o-mini")
-    assert labeler.name(BRIEF) is None
-    assert labeler.name(BRIEF) is None
-    assert [r.status for r in chat_requests(openai_server)] == [500, 429]
+
+    assert [labeler.name(BRIEF) for _ in range(5)] == [None] * 5
+    assert len(chat_requests(openai_server)) == 2  # one call and its retry, then keyword labels
 
 
 def test_documents_cannot_close_the_data_tags(openai_server: FakeOpenAIServer) -> None:

@@ -244,6 +244,12 @@ def test_rtf_text_and_info_group() -> None:
     )
 
 
+def test_rtf_with_an_impossible_creation_date_is_still_read() -> None:
+    result = extracted("ws/memo.rtf", RTF.replace(rb"\yr2024", rb"\yr99999999999999999999"))
+    assert result.text.startswith("Parental leave is 26 weeks")
+    assert result.created is None
+
+
 def test_email_subject_sender_date_and_plain_body() -> None:
     message = (
         b"Received: from mail.example.com\r\nFrom: Ana Ruiz <ana@northwind.example>\r\nTo: ap@lumen.example\r\n"

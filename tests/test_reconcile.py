@@ -240,3 +240,31 @@ def test_the_counts_are_powertools_metrics_too(stack: Stack) -> None:
     assert response["reconcile"]["missing"] == 2
     assert emitted["ReprocessMissing"] == [2.0] and emitted["ReprocessEnqueued"] == [2.0]
     assert emitted["ReprocessObjectsChecked"] == [2.0] and emitted["ReprocessGone"] == [0.0]
+
+
+def test_an_object_uploaded_back_during_the_page_is_not_tombstoned(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race between the listing and the rows: an upload lands right after the page's listing."""
+    from autotag.runtime import get_runtime
+
+    embed_with_model(stack, monkeypatch, MODEL, {"acme/report.txt": text("hiring")})
+    stack.delete("acme/report.txt")
+    stack.lose_events()
+    listings: list[int] = []
+
+    def upload_after_the_first_listing(**_: Any) -> None:
+        listings.append(1)
+        if len(listings) == 1:
+            stack.put("acme/report.txt", text("hiring"))  # same content: the row is still current
+            stack.lose_events()
+
+    # A botocore event hook on the reprocessor's own client: the upload happens between its
+    # page listing and its tombstone, where a real upload could.
+    get_runtime().s3.meta.events.register("after-call.s3.ListObjectsV2", upload_after_the_first_listing)
+
+    counts = stack.reprocess({"workspace": "acme"})["reconcile"]
+
+    assert counts["gone"] == 1  # the page saw a row without its object...
+    assert counts["tombstoned"] == 0  # ...but the object was back before the tombstone
+    assert rows_by_key("acme")["acme/report.txt"] == [("embedded", stack.etag("acme/report.txt"), MODEL, 1)]

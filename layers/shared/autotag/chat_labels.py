@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,6 +61,9 @@ _META_WORDS = frozenset(
 )
 _WORD = re.compile(r"[^\W\d_][^\W_]*(?:['\u2019-][^\W_]+)*")
 
+LABEL_TIMEOUT_SECONDS = 10.0
+PAUSE_AFTER_FAILURE_SECONDS = 300.0
+
 SYSTEM_PROMPT = (
     "You name categories of documents in a cloud drive, the way a person would label a folder. "
     f"Reply with the name only: 1 to {MAX_LABEL_WORDS} words, Title Case, no quotes, no punctuation at the end. "
@@ -83,14 +87,22 @@ class Namer(Protocol):
 class ChatLabeler:
     """Names categories with a chat model through the official `openai` client."""
 
-    def __init__(self, client: openai.OpenAI, model: str) -> None:
-        self._client = client
+    def __init__(
+        self, client: openai.OpenAI, model: str, *, pause_seconds: float = PAUSE_AFTER_FAILURE_SECONDS
+    ) -> None:
+        # Labels are optional, so a short leash: a slow or failing API must not eat the cluster
+        # function's time budget (the keyword label is always there to fall back on).
+        self._client = client.with_options(timeout=LABEL_TIMEOUT_SECONDS, max_retries=1)
         self.model = model
         self.requests_sent = 0
+        self._pause_seconds = pause_seconds
+        self._paused_until = 0.0
 
     def name(self, brief: CategoryBrief) -> str | None:
         import openai
 
+        if time.monotonic() < self._paused_until:
+            return None  # the API failed moments ago: keyword labels until the pause ends
         try:
             self.requests_sent += 1
             response = self._client.chat.completions.create(
@@ -103,7 +115,10 @@ class ChatLabeler:
                 max_tokens=16,
             )
         except openai.OpenAIError as exc:
-            logger.warning("chat labeler failed, keeping the keyword label: %s", exc)
+            # One failure stands for the rest of this recompute: ten categories must not mean ten
+            # timeouts in a row while the clustering lock is held.
+            self._paused_until = time.monotonic() + self._pause_seconds
+            logger.warning("chat labeler failed, keyword labels for %.0f s: %s", self._pause_seconds, exc)
             return None
         reply = response.choices[0].message.content if response.choices else None
         label = validated_label(reply or "", brief)

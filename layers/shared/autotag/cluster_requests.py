@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from autotag.store import Store
+
+logger = logging.getLogger(__name__)
 
 # SQS SendMessageBatch takes at most ten entries.
 _SQS_BATCH = 10
@@ -33,3 +39,20 @@ def send_cluster_requests(sqs: Any, queue_url: str, pending: Mapping[str, int]) 
             failed = ", ".join(f"{f['Id']}: {f.get('Message', f.get('Code'))}" for f in response["Failed"])
             raise RuntimeError(f"could not send cluster requests: {failed}")
     return len(requests)
+
+
+def request_clustering(store: Store, sqs: Any, queue_url: str | None, workspaces: set[str]) -> None:
+    """One ClusterRequest per workspace whose categories are behind its documents.
+
+    Asking the database (not only what the caller changed) means a retry after a crash
+    between the write and the send still sends the request.
+    """
+    if not workspaces:
+        return
+    pending = store.pending_workspaces(sorted(workspaces))
+    if not pending:
+        return
+    if not queue_url:
+        logger.warning("AUTOTAG_CLUSTER_QUEUE_URL is not set; not requesting clustering of %s", sorted(pending))
+        return
+    send_cluster_requests(sqs, queue_url, pending)

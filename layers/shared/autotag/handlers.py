@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
-from autotag.cluster_requests import ClusterRequest, send_cluster_requests
+from autotag.cluster_requests import ClusterRequest, request_clustering
 from autotag.events import EventParseError, ObjectChange, is_sqs_event, parse_notification, parse_sqs_body
 from autotag.ingest import BatchReport, EmbedPipeline
 from autotag.runtime import Runtime, get_runtime
@@ -80,7 +80,8 @@ def _embed(
         runtime.settings, runtime.begin_invocation(), runtime.embedder, runtime.s3, deadline=_deadline(context)
     )
     report = pipeline.process(items)
-    _request_clustering(runtime, {c.workspace for _, changes in items for c in changes if c.workspace})
+    touched = {c.workspace for _, changes in items for c in changes if c.workspace}
+    request_clustering(runtime.store, runtime.sqs, runtime.settings.cluster_queue_url, touched)
     if metrics is not None:
         for result, count in report.counts().items():
             if count:
@@ -94,23 +95,6 @@ def _deadline(context: Any, margin: float = REPORTING_MARGIN_SECONDS) -> float |
     if remaining is None:
         return None
     return time.monotonic() + float(remaining()) / 1000 - margin
-
-
-def _request_clustering(runtime: Runtime, workspaces: set[str]) -> None:
-    """One ClusterRequest per workspace whose categories are behind its documents.
-
-    Asking the database (not only what this batch changed) means a retry after a crash
-    between the write and the send still sends the request.
-    """
-    if not workspaces:
-        return
-    pending = runtime.store.pending_workspaces(sorted(workspaces))
-    if not pending:
-        return
-    if not runtime.settings.cluster_queue_url:
-        logger.warning("AUTOTAG_CLUSTER_QUEUE_URL is not set; not requesting clustering of %s", sorted(pending))
-        return
-    send_cluster_requests(runtime.sqs, runtime.settings.cluster_queue_url, pending)
 
 
 def handle_cluster(event: dict[str, Any], context: Any, metrics: Metrics | None = None) -> dict[str, Any]:

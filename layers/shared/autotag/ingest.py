@@ -122,7 +122,17 @@ class EmbedPipeline:
         )
         # Windows advance by at least (chunk - overlap) tokens and a token is at least one
         # character, so this many chunks always cover the whole text within the character limit.
-        step = self.chunk_tokens - settings.chunk_overlap_tokens
+        # Settings check the overlap against AUTOTAG_CHUNK_TOKENS, but the window may be cut to the
+        # model's input limit here; an overlap as large as the window would never advance.
+        self.overlap = min(settings.chunk_overlap_tokens, self.chunk_tokens // 2)
+        if self.overlap < settings.chunk_overlap_tokens:
+            logger.warning(
+                "AUTOTAG_CHUNK_OVERLAP_TOKENS=%d exceeds half of the %d-token window the model allows; using %d",
+                settings.chunk_overlap_tokens,
+                self.chunk_tokens,
+                self.overlap,
+            )
+        step = self.chunk_tokens - self.overlap
         self.max_chunks = settings.max_chunks_per_document or math.ceil(settings.max_extracted_chars / step) + 1
 
     def process(self, items: Sequence[tuple[str, Sequence[ObjectChange]]]) -> BatchReport:
@@ -219,7 +229,7 @@ class EmbedPipeline:
             extracted.text,
             self.embedder.tokenizer,
             max_tokens=self.chunk_tokens,
-            overlap=self.settings.chunk_overlap_tokens,
+            overlap=self.overlap,
             max_chunks=self.max_chunks,
         )
         if not unit.chunked.chunks:

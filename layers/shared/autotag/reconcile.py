@@ -226,6 +226,9 @@ class Reconciler:
             if current is None or (current.status, current.etag) != (seen.status, seen.etag):
                 # The embed path wrote the key since the page was read: its events decide.
                 return
+            if self._still_listed(ref.key):
+                # Uploaded (and maybe embedded) between the listing and the row read: not gone.
+                return
             # The row's own sequencer stays: an upload made after the listing comes with a
             # newer one, so its event still brings the object back.
             version = ObjectVersion(None, None, current.sequencer, None)
@@ -233,6 +236,10 @@ class Reconciler:
             self.store.write_without_vector(ref, version, status=DocumentStatus.DELETED, reason=reason)
         self.counts.tombstoned += 1
         self.tombstoned_in.add(ref.workspace)
+
+    def _still_listed(self, key: str) -> bool:
+        listing = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=key, MaxKeys=1)
+        return any(o["Key"] == key for o in listing.get("Contents", []))
 
     # --- workspaces ------------------------------------------------------------------------
 

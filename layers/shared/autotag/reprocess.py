@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from autotag.cluster_requests import ClusterRequest, send_cluster_requests
+from autotag.cluster_requests import ClusterRequest, request_clustering
 from autotag.events import parse_sqs_body
 from autotag.reconcile import ReconcileCounts, Reconciler
 from autotag.redrive import RedriveCounts, Redriver, RedriveRoute
@@ -89,7 +89,7 @@ def reprocess(
         report.reconcile = reconciler.counts
         report.completed_workspaces = reconciler.completed
         # Tombstones of embedded documents change a workspace's categories.
-        _request_clustering(settings, store, sqs, reconciler.tombstoned_in)
+        request_clustering(store, sqs, settings.cluster_queue_url, reconciler.tombstoned_in)
     return report
 
 
@@ -129,11 +129,3 @@ def _document_failure(store: Store) -> Callable[[str], str | None]:
         return "; ".join(reasons) or None
 
     return describe
-
-
-def _request_clustering(settings: Settings, store: Store, sqs: Any, workspaces: set[str]) -> None:
-    if not workspaces or not settings.cluster_queue_url:
-        return
-    pending = store.pending_workspaces(sorted(workspaces))
-    if pending:
-        send_cluster_requests(sqs, settings.cluster_queue_url, pending)

@@ -34,5 +34,5 @@ def _created(text: str) -> datetime | None:
     year, month, day, hour, minute = (int(part or 0) for part in match.groups())
     try:
         return datetime(year, month, day, hour, minute)  # RTF records local time, without a zone
-    except ValueError:
+    except (ValueError, OverflowError):  # a year like 99999999999 overflows the C date
         return None
