@@ -41,6 +41,7 @@ from autotag.chunking import Chunk, chunk_text
 from autotag.database import connect, embedded_database_url, migrate
 from autotag.embeddings import Embedder, Vectors, _offline_cl100k
 from autotag.extraction import Extracted, extract
+from autotag.ingest import chunk_windows
 from autotag.local.run import run
 from autotag.local.template_rules import find_template
 from autotag.settings import DEFAULT_ONNX_MODEL_DIR, LOCAL_MODEL, Settings
@@ -493,6 +494,7 @@ PIPELINE_PARTS = ("aws_emulator", "database_writes", "extraction", "chunking")
 
 def same_chunks(embedder: Embedder, docs: Path, settings: Settings) -> list[str]:
     """The chunks the pipeline will embed for `docs`, cut as ingest cuts them."""
+    windows = chunk_windows(settings, embedder.max_input_tokens)
     texts = []
     for path in sorted(docs.iterdir()):
         extracted = extract(path.name, path.read_bytes())
@@ -500,9 +502,9 @@ def same_chunks(embedder: Embedder, docs: Path, settings: Settings) -> list[str]
             chunked = chunk_text(
                 extracted.text,
                 embedder.tokenizer,
-                max_tokens=min(settings.chunk_tokens, embedder.max_input_tokens),
-                overlap=settings.chunk_overlap_tokens,
-                max_chunks=settings.max_chunks_per_document,
+                max_tokens=windows.tokens,
+                overlap=windows.overlap,
+                max_chunks=windows.max_chunks,
             )
             texts += [chunk.text for chunk in chunked.chunks]
     return texts

@@ -222,15 +222,14 @@ def test_real_tokenizer_window_starting_mid_word_fits(local_embedder: LocalEmbed
 
 def test_an_overlap_valid_for_the_setting_but_not_for_the_model_window_is_cut() -> None:
     """AUTOTAG_CHUNK_TOKENS=512 with a 300-token overlap passes settings; the model allows 254."""
-    from types import SimpleNamespace
-
-    from autotag.ingest import EmbedPipeline
+    from autotag.ingest import chunk_windows
     from autotag.settings import EmbeddingProvider, Settings
 
     settings = Settings(embedding_provider=EmbeddingProvider.ONNX, chunk_tokens=512, chunk_overlap_tokens=300)
-    model = SimpleNamespace(max_input_tokens=254)
 
-    pipeline = EmbedPipeline(settings, None, model, None)  # type: ignore[arg-type]
+    windows = chunk_windows(settings, max_input_tokens=254)
 
-    assert (pipeline.chunk_tokens, pipeline.overlap) == (254, 127)
-    assert pipeline.max_chunks == -(-settings.max_extracted_chars // 127) + 1
+    assert (windows.tokens, windows.overlap) == (254, 127)
+    # Uncapped by default: enough windows for the whole text within the character limit.
+    assert windows.max_chunks == -(-settings.max_extracted_chars // 127) + 1
+    assert chunk_windows(settings.model_copy(update={"max_chunks_per_document": 8}), 254).max_chunks == 8

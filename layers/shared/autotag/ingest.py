@@ -103,6 +103,33 @@ class BatchReport:
         return counts
 
 
+@dataclass(frozen=True)
+class ChunkWindows:
+    """How documents are cut for the model in use: window and overlap in tokens, and a chunk cap."""
+
+    tokens: int
+    overlap: int
+    max_chunks: int
+
+
+def chunk_windows(settings: Settings, max_input_tokens: int) -> ChunkWindows:
+    tokens = min(settings.chunk_tokens, max_input_tokens)
+    # Settings check the overlap against AUTOTAG_CHUNK_TOKENS, but the window may be cut to the
+    # model's input limit here; an overlap as large as the window would never advance.
+    overlap = min(settings.chunk_overlap_tokens, tokens // 2)
+    if overlap < settings.chunk_overlap_tokens:
+        logger.warning(
+            "AUTOTAG_CHUNK_OVERLAP_TOKENS=%d exceeds half of the %d-token window the model allows; using %d",
+            settings.chunk_overlap_tokens,
+            tokens,
+            overlap,
+        )
+    # Windows advance by at least (tokens - overlap) tokens and a token is at least one
+    # character, so this many chunks always cover the whole text within the character limit.
+    max_chunks = settings.max_chunks_per_document or math.ceil(settings.max_extracted_chars / (tokens - overlap)) + 1
+    return ChunkWindows(tokens, overlap, max_chunks)
+
+
 class EmbedPipeline:
     def __init__(
         self, settings: Settings, store: Store, embedder: Embedder, s3: Any, *, deadline: float | None = None
@@ -113,27 +140,13 @@ class EmbedPipeline:
         self.store = store
         self.embedder = embedder
         self.s3 = s3
-        self.chunk_tokens = min(settings.chunk_tokens, embedder.max_input_tokens)
+        self.windows = chunk_windows(settings, embedder.max_input_tokens)
         self.limits = ExtractionLimits(
             max_pages=settings.max_pages,
             max_chars=settings.max_extracted_chars,
             max_decompressed_bytes=settings.max_decompressed_bytes,
             time_budget_seconds=settings.extraction_time_budget_seconds,
         )
-        # Windows advance by at least (chunk - overlap) tokens and a token is at least one
-        # character, so this many chunks always cover the whole text within the character limit.
-        # Settings check the overlap against AUTOTAG_CHUNK_TOKENS, but the window may be cut to the
-        # model's input limit here; an overlap as large as the window would never advance.
-        self.overlap = min(settings.chunk_overlap_tokens, self.chunk_tokens // 2)
-        if self.overlap < settings.chunk_overlap_tokens:
-            logger.warning(
-                "AUTOTAG_CHUNK_OVERLAP_TOKENS=%d exceeds half of the %d-token window the model allows; using %d",
-                settings.chunk_overlap_tokens,
-                self.chunk_tokens,
-                self.overlap,
-            )
-        step = self.chunk_tokens - self.overlap
-        self.max_chunks = settings.max_chunks_per_document or math.ceil(settings.max_extracted_chars / step) + 1
 
     def process(self, items: Sequence[tuple[str, Sequence[ObjectChange]]]) -> BatchReport:
         """Process every change of every item (an SQS message id, or one direct invocation)."""
@@ -228,9 +241,9 @@ class EmbedPipeline:
         unit.chunked = chunk_text(
             extracted.text,
             self.embedder.tokenizer,
-            max_tokens=self.chunk_tokens,
-            overlap=self.overlap,
-            max_chunks=self.max_chunks,
+            max_tokens=self.windows.tokens,
+            overlap=self.windows.overlap,
+            max_chunks=self.windows.max_chunks,
         )
         if not unit.chunked.chunks:
             return self._write_skipped(unit, Skipped("no text content", extracted.content_type))
