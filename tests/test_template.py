@@ -64,6 +64,14 @@ def test_embed_function_concurrency_is_capped_at_five_on_both_sides() -> None:
     assert _sqs_event("EmbedFunction")["ScalingConfig"]["MaximumConcurrency"] == 5
 
 
+def test_each_embed_instance_keeps_to_its_share_of_the_rate_limits() -> None:
+    env = props("EmbedFunction")["Environment"]["Variables"]
+
+    assert int(env["AUTOTAG_EMBED_CONCURRENCY"]) == props("EmbedFunction")["ReservedConcurrentExecutions"]
+    assert env["AUTOTAG_OPENAI_REQUESTS_PER_MINUTE"] == {"Ref": "OpenAIRequestsPerMinute"}
+    assert env["AUTOTAG_OPENAI_TOKENS_PER_MINUTE"] == {"Ref": "OpenAITokensPerMinute"}
+
+
 @pytest.mark.parametrize(("function", "queue"), [("EmbedFunction", "IngestQueue"), ("ClusterFunction", "ClusterQueue")])
 def test_queue_feeding_a_function(function: str, queue: str) -> None:
     event = _sqs_event(function)

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from autotag.chunking import Tokenizer
+from autotag.rate_budget import RateBudget
 from autotag.settings import KNOWN_DIMENSIONS, SHORTENABLE_MODELS, EmbeddingProvider, Settings
 
 if TYPE_CHECKING:
@@ -154,8 +155,10 @@ class OpenAIEmbedder:
         dimensions: int,
         *,
         refresh_api_key: Callable[[], str] | None = None,
+        budget: RateBudget | None = None,
     ) -> None:
         self._client = client
+        self._budget = budget
         self._refresh_api_key = refresh_api_key
         self.model = model
         self.dimensions = dimensions
@@ -172,6 +175,8 @@ class OpenAIEmbedder:
         deadline = None if timeout is None else time.monotonic() + timeout
         rows: list[Vectors] = []
         for batch, tokens in self._batches(texts):
+            if self._budget is not None:
+                self._budget.acquire(tokens, deadline)
             try:
                 rows.append(self._request(batch, deadline))
             except openai.AuthenticationError:
@@ -239,8 +244,19 @@ def build_embedder(settings: Settings) -> Embedder:
     if settings.embedding_provider is EmbeddingProvider.ONNX:
         return _onnx_embedder(settings.onnx_model_dir)
     refresh = partial(_openai_api_key, settings, force_fetch=True) if settings.openai_api_key_secret_arn else None
+    budget = None
+    if settings.openai_requests_per_minute or settings.openai_tokens_per_minute:
+        budget = RateBudget(
+            requests_per_minute=settings.openai_requests_per_minute,
+            tokens_per_minute=settings.openai_tokens_per_minute,
+            share=settings.embed_concurrency,
+        )
     return OpenAIEmbedder(
-        openai_client(settings), settings.embedding_model, settings.embedding_dimensions, refresh_api_key=refresh
+        openai_client(settings),
+        settings.embedding_model,
+        settings.embedding_dimensions,
+        refresh_api_key=refresh,
+        budget=budget,
     )
 
 

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     openai_api_key_secret_arn: str | None = None
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
+    # The account's embedding rate limits; each EmbedFunction instance keeps to 1/embed_concurrency
+    # of them (unset: no client-side budget, 429s are retried).
+    openai_requests_per_minute: int | None = Field(default=None, gt=0)
+    openai_tokens_per_minute: int | None = Field(default=None, gt=0)
+    # How many EmbedFunction instances run at once (template: ReservedConcurrentExecutions).
+    embed_concurrency: int = Field(default=5, ge=1)
 
     # Checked when the embedder loads, not here: the cluster function shares these settings
     # but not the model (nor its layer).
