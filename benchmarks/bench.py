@@ -26,7 +26,7 @@ import tempfile
 import time
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from autotag.embeddings import Embedder, Vectors, _offline_cl100k
 from autotag.extraction import Extracted, extract
 from autotag.ingest import chunk_windows
 from autotag.local.run import run
+from autotag.local.stack import environment
 from autotag.local.template_rules import find_template
 from autotag.settings import DEFAULT_ONNX_MODEL_DIR, LOCAL_MODEL, Settings
 from autotag.store import EmbeddedContent, ObjectRef, ObjectVersion, Store
@@ -468,20 +469,6 @@ class Bench:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
             conn.execute(f'CREATE DATABASE "{name}"')
         return psycopg.conninfo.make_conninfo(server, dbname=name)
-
-
-@contextlib.contextmanager
-def environment(**values: str) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def quiet_run(docs: Path, workspace: str, data_dir: Path) -> dict[str, Any]:

@@ -180,7 +180,7 @@ class Sequencers:
 
 
 @contextmanager
-def _environment(**values: str) -> Iterator[None]:
+def environment(**values: str) -> Iterator[None]:
     """These environment variables inside, the previous values (or none) restored afterwards."""
     saved = {key: os.environ.get(key) for key in values}
     os.environ.update(values)
@@ -198,7 +198,7 @@ def _environment(**values: str) -> Iterator[None]:
 def local_aws() -> Iterator[None]:
     """moto for every boto3 client created inside, with fake credentials that cannot reach AWS."""
     with (
-        _environment(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION),  # noqa: S106
+        environment(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION),  # noqa: S106
         mock_aws(),
     ):
         yield
@@ -226,7 +226,7 @@ def served_aws(host: str, port: int) -> Iterator[str]:
     try:
         bound_host, bound_port = server.get_host_and_port()
         endpoint = f"http://{bound_host}:{bound_port}"
-        with _environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS):
+        with environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS):
             yield endpoint
     finally:
         server.stop()
