@@ -129,13 +129,16 @@ class RecordedRequest:
     ``body`` is the decoded JSON object (``{}`` for GET or an unparsable body).
     ``status`` is the status sent back, :data:`NO_RESPONSE` or
     :data:`CLIENT_CLOSED`; it is set before the response bytes are written, so
-    it is final by the time the client sees the answer.
+    it is final by the time the client sees the answer. ``received_at`` is the
+    server's ``time.monotonic()`` when the request was read, so tests measure the
+    client's pauses between tries where they happen, not around the call.
     """
 
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
     status: int = NO_RESPONSE
+    received_at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from autotag.chunking import Tokenizer
+from autotag.provider_retries import RetryPolicy
 from autotag.rate_budget import RateBudget
 from autotag.settings import KNOWN_DIMENSIONS, SHORTENABLE_MODELS, EmbeddingProvider, Settings
 
@@ -29,6 +30,9 @@ if TYPE_CHECKING:
 Vectors = npt.NDArray[np.float32]
 
 logger = logging.getLogger(__name__)
+
+# Below this many seconds left, a request is not started: it could not finish in time.
+MIN_REQUEST_SECONDS = 1.0
 
 # OpenAI's documented per-request limits for the embeddings endpoint.
 OPENAI_MAX_INPUTS_PER_REQUEST = 2048
@@ -156,8 +160,11 @@ class OpenAIEmbedder:
         *,
         refresh_api_key: Callable[[], str] | None = None,
         budget: RateBudget | None = None,
+        backoff_seconds: float = 0.5,
     ) -> None:
-        self._client = client
+        # The client's retry count, but the retries are made here, where the deadline is known.
+        self._retries = RetryPolicy(max_retries=client.max_retries, base_seconds=backoff_seconds)
+        self._client = client.with_options(max_retries=0)
         self._budget = budget
         self._refresh_api_key = refresh_api_key
         self.model = model
@@ -175,16 +182,8 @@ class OpenAIEmbedder:
         deadline = None if timeout is None else time.monotonic() + timeout
         rows: list[Vectors] = []
         for batch, tokens in self._batches(texts):
-            if self._budget is not None:
-                self._budget.acquire(tokens, deadline)
             try:
-                rows.append(self._request(batch, deadline))
-            except openai.AuthenticationError:
-                if self._refresh_api_key is None:
-                    raise
-                # The key was rotated since this execution environment read it.
-                self._client.api_key = self._refresh_api_key()
-                rows.append(self._request(batch, deadline))
+                rows.append(self._send(batch, tokens, deadline))
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
                 raise EmbeddingInputError(str(exc)) from exc
             self.requests_sent += 1
@@ -193,14 +192,40 @@ class OpenAIEmbedder:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         return np.vstack(rows)
 
-    def _request(self, batch: list[str], deadline: float | None) -> Vectors:
+    def _send(self, batch: list[str], tokens: int, deadline: float | None) -> Vectors:
+        """One request, tried again after a transient failure while the invocation has time."""
+        import openai
+
+        retry = 0
+        refreshed = False
+        while True:
+            if self._budget is not None:
+                self._budget.acquire(tokens, deadline)  # a retry counts against the limits too
+            try:
+                return self._request(batch, deadline, tries=self._retries.max_retries + 1 - retry)
+            except openai.AuthenticationError:
+                if self._refresh_api_key is None or refreshed:
+                    raise
+                # The key was rotated since this execution environment read it.
+                self._client.api_key = self._refresh_api_key()
+                refreshed = True
+            except openai.APIError as exc:
+                pause = self._retries.pause(retry, exc)
+                if pause is None or (
+                    deadline is not None and time.monotonic() + pause + MIN_REQUEST_SECONDS > deadline
+                ):
+                    raise
+                logger.warning("embedding request failed (%s); retry %d in %.2f s", exc, retry + 1, pause)
+                time.sleep(pause)
+                retry += 1
+
+    def _request(self, batch: list[str], deadline: float | None, *, tries: int) -> Vectors:
         client = self._client
         if deadline is not None:
-            # Every try of the client's retry loop must fit in what is left of the invocation.
+            # This try and the ones that may follow must all fit in what is left of the invocation.
             left = deadline - time.monotonic()
-            if left <= 1:
+            if left <= MIN_REQUEST_SECONDS:
                 raise TimeoutError("no time left in this invocation for an embedding request")
-            tries = client.max_retries + 1
             client = client.with_options(timeout=min(float(client.timeout), left / tries))  # type: ignore[arg-type]
         extra: dict[str, Any] = {"dimensions": self.dimensions} if self._send_dimensions else {}
         response = client.embeddings.create(model=self.model, input=batch, **extra)
@@ -257,6 +282,7 @@ def build_embedder(settings: Settings) -> Embedder:
         settings.embedding_dimensions,
         refresh_api_key=refresh,
         budget=budget,
+        backoff_seconds=settings.openai_backoff_seconds,
     )
 
 

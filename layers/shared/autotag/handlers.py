@@ -77,7 +77,12 @@ def _embed(
     runtime: Runtime, items: list[tuple[str, list[ObjectChange]]], context: Any, metrics: Metrics | None
 ) -> BatchReport:
     pipeline = EmbedPipeline(
-        runtime.settings, runtime.begin_invocation(), runtime.embedder, runtime.s3, deadline=_deadline(context)
+        runtime.settings,
+        runtime.begin_invocation(),
+        runtime.embedder,
+        runtime.s3,
+        deadline=_deadline(context),
+        reconnect=runtime.begin_invocation,
     )
     report = pipeline.process(items)
     touched = {c.workspace for _, changes in items for c in changes if c.workspace}

@@ -18,6 +18,7 @@ from enum import StrEnum
 from functools import partial
 from typing import Any
 
+import psycopg
 from botocore.exceptions import ClientError
 
 from autotag.chunking import Chunk, ChunkedText, chunk_text
@@ -132,10 +133,19 @@ def chunk_windows(settings: Settings, max_input_tokens: int) -> ChunkWindows:
 
 class EmbedPipeline:
     def __init__(
-        self, settings: Settings, store: Store, embedder: Embedder, s3: Any, *, deadline: float | None = None
+        self,
+        settings: Settings,
+        store: Store,
+        embedder: Embedder,
+        s3: Any,
+        *,
+        deadline: float | None = None,
+        reconnect: Callable[[], Store] | None = None,
     ) -> None:
-        """`deadline` (time.monotonic()) is when work must stop so the invocation can still report."""
+        """`deadline` (time.monotonic()) is when work must stop so the invocation can still report;
+        `reconnect` gives a store on a new connection when the database connection is lost."""
         self.deadline = deadline
+        self.reconnect = reconnect
         self.settings = settings
         self.store = store
         self.embedder = embedder
@@ -165,7 +175,7 @@ class EmbedPipeline:
 
     def _guarded(self, report: BatchReport, item: str, change: ObjectChange, step: Callable[[], Step]) -> _Work | None:
         try:
-            result = step()
+            result = self._reconnecting(step)
         except Exception as exc:  # one document's failure must not fail the batch
             reason = f"{type(exc).__name__}: {exc}"
             logger.exception("failed %s", change.key)
@@ -181,6 +191,19 @@ class EmbedPipeline:
             result.item = item
             return result
         return None
+
+    def _reconnecting(self, step: Callable[[], Step]) -> Step:
+        try:
+            return step()
+        except psycopg.OperationalError:
+            if self.reconnect is None or not (self.store.conn.broken or self.store.conn.closed):
+                raise
+        # The connection died under this step (a failover, a restarted proxy, a killed backend).
+        # The step's transaction died with it, whole, so it runs again on a new connection, and
+        # the documents after it in the batch do not all fail with it.
+        logger.warning("database connection lost; reconnecting")
+        self.store = self.reconnect()
+        return step()
 
     def _prepare(self, change: ObjectChange) -> Outcome | _Work:
         workspace = change.workspace
@@ -393,9 +416,10 @@ class EmbedPipeline:
     def _record_failure(self, change: ObjectChange, reason: str) -> None:
         if change.workspace is None or change.kind is ChangeKind.DELETED:
             return
+        ref = ObjectRef(change.workspace, change.bucket, change.key)
+        version = ObjectVersion(change.etag, change.version_id, None, change.size)
         try:
-            ref = ObjectRef(change.workspace, change.bucket, change.key)
-            self.store.write_failure(ref, ObjectVersion(change.etag, change.version_id, None, change.size), reason)
+            self._reconnecting(lambda: self.store.write_failure(ref, version, reason))
         except Exception:  # the database itself may be what failed; the log line stands
             logger.exception("could not record the failure of %s", change.key)
             self.store.rollback()

@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     openai_api_key_secret_arn: str | None = None
     openai_timeout_seconds: float = Field(default=30.0, gt=0)
     openai_max_retries: int = Field(default=3, ge=0, le=10)
+    # First pause before retrying a failed embedding request; it doubles per retry, up to 8 s.
+    openai_backoff_seconds: float = Field(default=0.5, gt=0, le=8)
     # The account's embedding rate limits; each EmbedFunction instance keeps to 1/embed_concurrency
     # of them (unset: no client-side budget, 429s are retried).
     openai_requests_per_minute: int | None = Field(default=None, gt=0)

@@ -1,0 +1,342 @@
+"""Faults the pipeline must survive, each injected into the real part that would suffer it: the
+embedding API (the real `openai` client over TCP to the local server, which fails, stalls and
+resets on demand), the database (a backend killed in the middle of a write), S3 (objects
+overwritten or deleted while a handler reads them) and Lambda (an invocation out of time)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import psycopg
+import pytest
+
+from autotag.embeddings import OpenAIEmbedder
+from autotag.local.driver import DrainStats, QueueDriver, dead_letters
+from autotag.provider_retries import JITTER, RetryPolicy
+from autotag.rate_budget import BURST_SECONDS, RateBudget
+from tests.reprocess_support import Stack, committed, reprocess_stack
+from tests.support.openai_server import CLIENT_CLOSED, NO_RESPONSE, FakeOpenAIServer, RecordedRequest
+
+MODEL = "text-embedding-3-small"
+
+
+def embedder(
+    server: FakeOpenAIServer, *, max_retries: int = 3, backoff: float = 0.01, timeout: float = 5.0
+) -> OpenAIEmbedder:
+    client = openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=max_retries, timeout=timeout)
+    return OpenAIEmbedder(client, MODEL, 1536, backoff_seconds=backoff)
+
+
+def gaps(requests: list[RecordedRequest]) -> list[float]:
+    """Seconds between consecutive requests, as the server saw them arrive."""
+    return [b.received_at - a.received_at for a, b in itertools.pairwise(requests)]
+
+
+# --- the embedding API ------------------------------------------------------------------
+
+
+def test_a_429_with_retry_after_is_retried_no_sooner_than_asked(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(429, retry_after=0.4, path="/v1/embeddings")
+
+    vectors = embedder(openai_server, backoff=0.01).embed(["rate limited text"])
+
+    assert vectors.shape == (1, 1536)
+    assert [r.status for r in openai_server.requests] == [429, 200]
+    # The backoff alone would have waited about 0.01 s.
+    assert 0.4 <= gaps(openai_server.requests)[0] < 2.0
+
+
+def test_a_429_without_retry_after_backs_off_exponentially_with_jitter(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(429, count=3, path="/v1/embeddings")
+
+    embedder(openai_server, max_retries=3, backoff=0.1).embed(["rate limited text"])
+
+    assert [r.status for r in openai_server.requests] == [429, 429, 429, 200]
+    for retry, gap in enumerate(gaps(openai_server.requests)):
+        nominal = 0.1 * 2**retry
+        assert nominal * (1 - JITTER) <= gap < nominal + 1.0, (retry, gap)
+
+
+def test_the_backoff_is_jittered_and_capped() -> None:
+    policy = RetryPolicy(max_retries=20, base_seconds=0.5, cap_seconds=8.0)
+
+    first = [policy.backoff(0) for _ in range(200)]
+    late = [policy.backoff(12) for _ in range(200)]
+
+    assert all(0.5 * (1 - JITTER) <= pause <= 0.5 for pause in first)
+    assert len(set(first)) > 150  # not one fixed pause: instances that failed together spread out
+    assert all(8.0 * (1 - JITTER) <= pause <= 8.0 for pause in late)
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_are_retried(openai_server: FakeOpenAIServer, status: int) -> None:
+    openai_server.inject(status, count=2, path="/v1/embeddings")
+
+    vectors = embedder(openai_server, max_retries=2).embed(["text"])
+
+    assert vectors.shape == (1, 1536)
+    assert [r.status for r in openai_server.requests] == [status, status, 200]
+
+
+def test_a_request_that_times_out_is_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject_delay(3.0, path="/v1/embeddings")
+
+    vectors = embedder(openai_server, max_retries=1, timeout=0.3).embed(["slow text"])
+
+    assert vectors.shape == (1, 1536)
+    assert [r.status for r in openai_server.requests] == [CLIENT_CLOSED, 200]
+
+
+def test_a_connection_reset_is_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject_reset(path="/v1/embeddings")
+
+    vectors = embedder(openai_server, max_retries=1).embed(["text"])
+
+    assert vectors.shape == (1, 1536)
+    assert [r.status for r in openai_server.requests] == [NO_RESPONSE, 200]
+
+
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(429, retry_after=5, path="/v1/embeddings")
+
+    # Waiting 5 s would outlast the invocation: the records go back to the queue instead.
+    with pytest.raises(openai.RateLimitError):
+        embedder(openai_server).embed(["text"], timeout=3)
+    assert [r.status for r in openai_server.requests] == [429]
+
+
+def test_a_retry_after_of_minutes_is_left_to_the_queue(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(429, retry_after=300, path="/v1/embeddings")
+
+    with pytest.raises(openai.RateLimitError):
+        embedder(openai_server).embed(["text"])
+    assert len(openai_server.requests) == 1
+
+
+def test_a_rejected_input_is_not_retried(openai_server: FakeOpenAIServer) -> None:
+    openai_server.inject(400, count=5, path="/v1/embeddings")
+
+    with pytest.raises(Exception, match="Bad request"):
+        embedder(openai_server).embed(["text"])
+    assert len(openai_server.requests) == 1
+
+
+# --- five instances, one account's limits -------------------------------------------------
+
+
+def test_five_instances_against_the_api_stay_within_the_account_limits(openai_server: FakeOpenAIServer) -> None:
+    instances, per_instance = 5, 24
+    text = "quarterly report on the regional office budget " * 6
+    probe = embedder(openai_server)
+    tokens = probe.tokenizer.count(text)  # type: ignore[attr-defined]
+    # Two requests a second per instance, by either limit: a burst of 20, then the rate.
+    rpm, tpm = 600, 600 * tokens
+    rate, burst = rpm / 60 / instances, rpm / 60 / instances * BURST_SECONDS
+
+    def run() -> None:
+        provider = embedder(openai_server)
+        provider._budget = RateBudget(requests_per_minute=rpm, tokens_per_minute=tpm, share=instances)
+        for _ in range(per_instance):
+            provider.embed([text])
+
+    threads = [threading.Thread(target=run) for _ in range(instances)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    arrivals = sorted(r.received_at for r in openai_server.embedding_requests())
+    assert len(arrivals) == instances * per_instance
+    assert sum(len(r.body["input"]) for r in openai_server.embedding_requests()) == instances * per_instance
+    for window in (0.5, 1.0):
+        busiest = max(sum(1 for t in arrivals if start <= t <= start + window) for start in arrivals)
+        # A token bucket lets through at most its burst plus its rate over any window (plus one
+        # request per instance for arrival jitter); without budgets all 120 arrive at once.
+        assert busiest <= instances * (burst + rate * window + 1), (window, busiest)
+
+
+# --- records, queues and the DLQ ----------------------------------------------------------
+
+
+@pytest.fixture
+def stack(openai_env: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    monkeypatch.setenv("AUTOTAG_OPENAI_MAX_RETRIES", "2")
+    monkeypatch.setenv("AUTOTAG_OPENAI_BACKOFF_SECONDS", "0.02")
+    monkeypatch.setenv("AUTOTAG_OPENAI_TIMEOUT_SECONDS", "0.5")
+    with reprocess_stack(tmp_path, monkeypatch) as stack:
+        yield stack
+
+
+def ingest_driver(stack: Stack, **options: Any) -> QueueDriver:
+    """The embed function's SQS poller, with the template's batch size, concurrency and retries."""
+    local = stack.pipeline.stack
+    return QueueDriver(
+        local, local.ingest, local.rules.ingest, stack.pipeline.embed, "EmbedFunction", normalise=True, **options
+    )
+
+
+def text(n: int) -> bytes:
+    topics = ("invoice", "lease", "outage", "hiring", "audit")
+    return f"Note {n} about the {topics[n % 5]}: the {topics[n % 5]} plan and the {topics[n % 5]} review.".encode()
+
+
+def rows(workspace: str) -> dict[str, tuple[Any, ...]]:
+    """key → (status, reason, chunks stored, chunk_count) for each row; a key twice is an error."""
+    found: dict[str, tuple[Any, ...]] = {}
+    for key, *rest in committed(
+        "SELECT d.key, d.status, d.reason, (SELECT count(*) FROM chunks c WHERE c.document_id = d.id), d.chunk_count"
+        " FROM documents d WHERE d.workspace = %s",
+        workspace,
+    ):
+        assert key not in found, key
+        found[key] = tuple(rest)
+    return found
+
+
+def half_written() -> list[tuple[Any, ...]]:
+    """Rows whose status, vector and chunks disagree: what a write cut in the middle would leave."""
+    return committed(
+        "SELECT d.key, d.status, d.embedding IS NOT NULL, d.chunk_count, count(c.ordinal) FROM documents d"
+        " LEFT JOIN chunks c ON c.workspace = d.workspace AND c.document_id = d.id"
+        " GROUP BY d.id HAVING (d.status = 'embedded') <> (d.embedding IS NOT NULL)"
+        " OR coalesce(d.chunk_count, 0) <> count(c.ordinal)"
+    )
+
+
+def test_after_its_retries_a_record_goes_back_to_the_queue_and_the_next_delivery_succeeds(
+    stack: Stack, openai_env: FakeOpenAIServer
+) -> None:
+    openai_env.inject(503, count=3, path="/v1/embeddings")  # every try of the first receive
+    stack.put("acme/report.txt", text(1))
+    driver = ingest_driver(stack)
+
+    driver.drain()
+
+    assert driver.stats.invocations == 2 and driver.stats.failed_records == 1
+    assert [r.status for r in openai_env.requests] == [503, 503, 503, 200]
+    assert rows("acme") == {"acme/report.txt": ("embedded", None, 1, 1)}
+    assert dead_letters(stack.pipeline.stack, stack.pipeline.stack.ingest) == []
+
+
+def test_a_record_failing_on_every_receive_is_dead_lettered_after_three_with_its_reason(
+    stack: Stack, openai_env: FakeOpenAIServer
+) -> None:
+    openai_env.inject(503, count=9, path="/v1/embeddings")  # 3 receives x 3 tries
+    stack.put("acme/report.txt", text(1))
+    stack.put("acme/other.txt", text(2))
+    driver = ingest_driver(stack)
+
+    driver.drain()
+
+    assert len(openai_env.requests) == 9 and openai_env.embedding_requests() == []
+    dead = dead_letters(stack.pipeline.stack, stack.pipeline.stack.ingest)
+    assert sorted(json.loads(m["Body"])["detail"]["object"]["key"] for m in dead) == [
+        "acme/other.txt",
+        "acme/report.txt",
+    ]
+    assert driver.stats.failed_records == 2 * 3  # both records, on each of their three receives
+    for status, reason, chunks, _ in rows("acme").values():
+        assert status == "failed" and "InternalServerError" in reason and chunks == 0
+
+
+def test_a_mixture_of_faults_under_load_loses_nothing(stack: Stack, openai_env: FakeOpenAIServer) -> None:
+    documents = 100  # ten batches, five invocations at once
+    # The first request stalls past the client's timeout (its own fault is never answered);
+    # then a rate limit with Retry-After, a reset, a 503 and a rate limit without Retry-After.
+    openai_env.inject_delay(2.0, path="/v1/embeddings")
+    openai_env.inject(500, path="/v1/embeddings")
+    openai_env.inject(429, retry_after=0.05, path="/v1/embeddings")
+    openai_env.inject_reset(path="/v1/embeddings")
+    openai_env.inject(503, path="/v1/embeddings")
+    openai_env.inject(429, path="/v1/embeddings")
+    for n in range(documents):
+        stack.put(f"acme/note {n}.txt", text(n))
+    driver = ingest_driver(stack)
+
+    driver.drain()
+
+    statuses = [r.status for r in openai_env.requests]
+    assert sorted(s for s in statuses if s != 200) == sorted([CLIENT_CLOSED, 429, NO_RESPONSE, 503, 429])
+    # Every document embedded exactly once, none left failed, nothing dead-lettered.
+    assert sum(len(r.body["input"]) for r in openai_env.embedding_requests()) == documents
+    assert set(rows("acme").values()) == {("embedded", None, 1, 1)} and len(rows("acme")) == documents
+    assert dead_letters(stack.pipeline.stack, stack.pipeline.stack.ingest) == []
+    # Retries are bounded: at most three tries per invocation.
+    assert len(statuses) <= 3 * driver.stats.invocations
+
+
+# --- the database -------------------------------------------------------------------------
+
+KILL_MARKER = "backend-killer"
+
+
+def kill_writes_of(marker: str, times: int) -> None:
+    """The next `times` transactions inserting a chunk that contains `marker` lose their
+    connection right there: the server ends the backend, between the document row and its chunks.
+
+    The count is a sequence, which a rollback does not undo.
+    """
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        admin.execute("CREATE SEQUENCE IF NOT EXISTS killed_writes")
+        admin.execute(
+            "CREATE OR REPLACE FUNCTION kill_writer() RETURNS trigger LANGUAGE plpgsql AS $$"
+            f" BEGIN IF NEW.text LIKE '%%{marker}%%' AND nextval('killed_writes') <= {times} THEN"
+            "   PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);"
+            " END IF; RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE OR REPLACE TRIGGER kill_writer BEFORE INSERT ON chunks FOR EACH ROW EXECUTE FUNCTION kill_writer()"
+        )
+
+
+def killed_writes() -> int:
+    return int(committed("SELECT last_value FROM killed_writes")[0][0])
+
+
+@pytest.mark.parametrize("kills", [1, 2], ids=["killed-once", "killed-on-the-retry-too"])
+def test_a_connection_killed_in_the_middle_of_a_write_leaves_nothing_half_written(
+    stack: Stack, openai_env: FakeOpenAIServer, kills: int
+) -> None:
+    stack.put("acme/contract.txt", b"Consulting agreement, first version: the services and the fees.")
+    stack.put("acme/lease.txt", text(1))
+    ingest_driver(stack).drain()
+    first = committed("SELECT etag, embedding FROM documents WHERE key = 'acme/contract.txt'")[0]
+    kill_writes_of(KILL_MARKER, kills)
+    overwrite = f"Consulting agreement, second version ({KILL_MARKER}): new services and new fees.".encode()
+    stack.put("acme/contract.txt", overwrite)
+    for n in range(2, 6):
+        stack.put(f"acme/note {n}.txt", text(n))
+    snapshots: list[list[tuple[Any, ...]]] = []
+    versions: list[tuple[Any, ...]] = []
+
+    def after_each_batch(stats: DrainStats) -> None:
+        snapshots.append(half_written())
+        versions.append(committed("SELECT etag, embedding FROM documents WHERE key = 'acme/contract.txt'")[0])
+
+    driver = ingest_driver(stack, on_batch=after_each_batch)
+    driver.drain()
+
+    assert killed_writes() >= kills
+    assert snapshots and all(s == [] for s in snapshots)
+    # Killed once: the write ran again on a new connection in the same invocation. Killed on that
+    # retry too: the record went back to the queue, the document still whole in its old version.
+    assert driver.stats.failed_records == (0 if kills == 1 else 1)
+    if kills == 2:
+        assert versions[0] == first  # the old version's etag and vector, as they were
+    assert set(rows("acme").values()) == {("embedded", None, 1, 1)} and len(rows("acme")) == 6
+    assert committed("SELECT etag FROM documents WHERE key = 'acme/contract.txt'")[0][0] == stack.etag(
+        "acme/contract.txt"
+    )
+    assert (
+        KILL_MARKER
+        in committed(
+            "SELECT text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.key = 'acme/contract.txt'"
+        )[0][0]
+    )
