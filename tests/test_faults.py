@@ -5,6 +5,7 @@ overwritten or deleted while a handler reads them) and Lambda (an invocation out
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import os
@@ -12,17 +13,24 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote_plus
 
+import numpy as np
 import openai
 import psycopg
 import pytest
 
 from autotag.embeddings import OpenAIEmbedder
-from autotag.local.driver import DrainStats, QueueDriver, dead_letters
+from autotag.handlers import REPORTING_MARGIN_SECONDS
+from autotag.local.driver import DrainStats, LocalContext, QueueDriver, dead_letters
 from autotag.provider_retries import JITTER, RetryPolicy
 from autotag.rate_budget import BURST_SECONDS, RateBudget
+from autotag.runtime import get_runtime
+from autotag.store import as_array
+from tests.aws import BUCKET, FakeAWS, fake_aws, handler, query
+from tests.conftest import load_event
 from tests.reprocess_support import Stack, committed, reprocess_stack
-from tests.support.openai_server import CLIENT_CLOSED, NO_RESPONSE, FakeOpenAIServer, RecordedRequest
+from tests.support.openai_server import CLIENT_CLOSED, NO_RESPONSE, FakeOpenAIServer, RecordedRequest, fake_embedding
 
 MODEL = "text-embedding-3-small"
 
@@ -340,3 +348,225 @@ def test_a_connection_killed_in_the_middle_of_a_write_leaves_nothing_half_writte
             "SELECT text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.key = 'acme/contract.txt'"
         )[0][0]
     )
+
+
+# --- S3: objects changing under the handler ------------------------------------------------
+
+
+@pytest.fixture
+def aws(openai_env: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAWS]:
+    with fake_aws(monkeypatch) as aws:
+        yield aws
+
+
+def created(key: str, etag: str, sequencer: str) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("eventbridge-object-created.json"))
+    event["detail"]["object"].update(key=quote_plus(key, safe="/"), etag=etag, sequencer=sequencer)
+    event["detail"]["object"].pop("version-id")
+    return event
+
+
+def deleted(key: str, sequencer: str) -> dict[str, Any]:
+    event = copy.deepcopy(load_event("eventbridge-object-deleted.json"))
+    event["detail"]["object"].update(key=quote_plus(key, safe="/"), sequencer=sequencer)
+    return event
+
+
+def put(aws: FakeAWS, key: str, body: bytes) -> str:
+    return str(aws.s3.put_object(Bucket=BUCKET, Key=key, Body=body)["ETag"]).strip('"')
+
+
+def embed(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    return handler("embed")(event, context or LocalContext("EmbedFunction", 60))
+
+
+def after_first_read(action: Any) -> None:
+    """Run `action` once, right after the embed function's first GetObject has returned: the
+    object changes between the read and the write, on the handler's own S3 client."""
+    fired = threading.Event()
+
+    def hook(**_: Any) -> None:
+        if not fired.is_set():
+            fired.set()
+            action()
+
+    get_runtime().s3.meta.events.register("after-call.s3.GetObject", hook)
+
+
+def in_another_invocation(event: dict[str, Any]) -> None:
+    """A concurrent instance handling `event` to the end (its own thread, its own connection)."""
+    thread = threading.Thread(target=embed, args=(event,))
+    thread.start()
+    thread.join(timeout=60)
+
+
+def stored(key: str) -> tuple[str, str | None, str | None, list[tuple[str, Any]], Any]:
+    """(status, etag, sequencer, [(chunk text, chunk vector)], document vector) of the key's one row."""
+    (doc_id, status, etag, sequencer, vector), *more = query(
+        "SELECT id, status, etag, sequencer, embedding FROM documents WHERE key = %s", key
+    )
+    assert more == []
+    chunks = query("SELECT text, embedding FROM chunks WHERE document_id = %s ORDER BY ordinal", doc_id)
+    return status, etag, sequencer, [(t, v) for t, v in chunks], vector
+
+
+def assert_vector_of(key: str, marker: str) -> None:
+    """The row's chunks and vector are those of the content containing `marker`, and only those."""
+    _, _, _, chunks, vector = stored(key)
+    assert len(chunks) == 1 and marker in chunks[0][0]
+    expected = fake_embedding(chunks[0][0], 1536)
+    assert np.allclose(as_array(chunks[0][1]), expected, atol=1e-5)
+    assert np.allclose(as_array(vector), expected, atol=1e-5)
+
+
+KEY = "demo/contracts/supplier.txt"
+VERSION_A = b"Supplier agreement, version A: delivery of office chairs every month."
+VERSION_B = b"Supplier agreement, version B: delivery of standing desks every quarter."
+
+
+def test_an_object_overwritten_while_processed_keeps_the_newer_version(aws: FakeAWS) -> None:
+    etag_a = put(aws, KEY, VERSION_A)
+    etags: list[str] = []
+
+    def overwrite_and_process() -> None:
+        etags.append(put(aws, KEY, VERSION_B))
+        in_another_invocation(created(KEY, etags[0], "0055AED6DCD90281F2"))
+
+    after_first_read(overwrite_and_process)
+
+    response = embed(created(KEY, etag_a, "0055AED6DCD90281F1"))
+
+    # The handler read version A; B was written and embedded meanwhile: A's write is dropped.
+    assert response["results"]["ignored"] == 1
+    status, etag, sequencer, _, _ = stored(KEY)
+    assert (status, etag, sequencer) == ("embedded", etags[0], "0055AED6DCD90281F2")
+    assert_vector_of(KEY, "version B")
+
+
+def test_an_object_overwritten_after_it_was_read_is_stored_as_the_version_read(aws: FakeAWS) -> None:
+    etag_a = put(aws, KEY, VERSION_A)
+    etags: list[str] = []
+    after_first_read(lambda: etags.append(put(aws, KEY, VERSION_B)))
+
+    embed(created(KEY, etag_a, "0055AED6DCD90281F1"))
+
+    # Never "B with A's vector": the row names the version whose text it embedded...
+    assert stored(KEY)[:2] == ("embedded", etag_a) and etags[0] != etag_a
+    assert_vector_of(KEY, "version A")
+    # ...so B's own event, arriving next, is not mistaken for "unchanged".
+    embed(created(KEY, etags[0], "0055AED6DCD90281F2"))
+    assert stored(KEY)[:2] == ("embedded", etags[0])
+    assert_vector_of(KEY, "version B")
+
+
+@pytest.mark.parametrize("delete_event_first", [True, False], ids=["delete-event-first", "delete-event-after"])
+def test_an_object_deleted_while_processed_ends_deleted(aws: FakeAWS, delete_event_first: bool) -> None:
+    etag_a = put(aws, KEY, VERSION_A)
+
+    def delete() -> None:
+        aws.s3.delete_object(Bucket=BUCKET, Key=KEY)
+        if delete_event_first:
+            in_another_invocation(deleted(KEY, "0055AED6DCD90281F2"))
+
+    after_first_read(delete)
+
+    embed(created(KEY, etag_a, "0055AED6DCD90281F1"))
+    if not delete_event_first:
+        assert stored(KEY)[0] == "embedded"  # what it read; the delete event is on its way
+        embed(deleted(KEY, "0055AED6DCD90281F2"))
+
+    status, _, sequencer, chunks, vector = stored(KEY)
+    assert (status, sequencer, chunks, vector) == ("deleted", "0055AED6DCD90281F2", [], None)
+
+
+def test_duplicate_and_out_of_order_events_in_one_batch_leave_one_row(aws: FakeAWS) -> None:
+    etag_a = put(aws, KEY, VERSION_A)
+    etag_b = put(aws, KEY, VERSION_B)
+    newer = json.dumps(created(KEY, etag_b, "0055AED6DCD90281F2"))
+    older = json.dumps(created(KEY, etag_a, "0055AED6DCD90281F1"))
+
+    response = embed(sqs_batch(newer, newer, older, newer))
+
+    assert response["batchItemFailures"] == []
+    assert stored(KEY)[:3] == ("embedded", etag_b, "0055AED6DCD90281F2")
+    assert_vector_of(KEY, "version B")
+
+
+def sqs_batch(*bodies: str) -> dict[str, Any]:
+    template = load_event("sqs-eventbridge-batch.json")["Records"][0]
+    return {
+        "Records": [copy.deepcopy(template) | {"messageId": f"message-{i}", "body": b} for i, b in enumerate(bodies)]
+    }
+
+
+# --- Lambda: out of time in the middle of a batch -------------------------------------------
+
+
+def test_out_of_time_mid_batch_the_done_records_stay_done_and_only_the_rest_are_retried(
+    aws: FakeAWS, openai_env: FakeOpenAIServer
+) -> None:
+    unchanged = "demo/finance/invoice.txt"
+    gone = "demo/finance/old-invoice.txt"
+    etag = put(aws, unchanged, b"Invoice 17 for consulting services, due in thirty days.")
+    put(aws, gone, b"Invoice 3 for the office move, paid.")
+    embed(
+        sqs_batch(
+            json.dumps(created(unchanged, etag, "0055AED6DCD90281F1")),
+            json.dumps(created(gone, "x", "0055AED6DCD90281F1")),
+        )
+    )
+    aws.s3.delete_object(Bucket=BUCKET, Key=gone)
+    new = {f"demo/people/note-{n}.txt": text(n) for n in range(2)}
+    new_bodies = [json.dumps(created(key, put(aws, key, body), "0055AED6DCD90281F3")) for key, body in new.items()]
+    before = len(openai_env.embedding_requests())
+    batch = sqs_batch(
+        json.dumps(created(unchanged, etag, "0055AED6DCD90281F3")),
+        json.dumps(deleted(gone, "0055AED6DCD90281F3")),
+        *new_bodies,
+    )
+    # Two seconds before the reporting margin, and an embedding API slower than that.
+    openai_env.inject_delay(10.0, path="/v1/embeddings")
+    almost_over = LocalContext("EmbedFunction", timeout_seconds=REPORTING_MARGIN_SECONDS + 2)
+
+    response = embed(batch, almost_over)
+
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["message-2", "message-3"]
+    assert stored(unchanged)[0] == "embedded" and stored(gone)[0] == "deleted"
+    # SQS delivers the two failed records again; they alone are embedded.
+    retry = {"Records": [r for r in batch["Records"] if r["messageId"] in ("message-2", "message-3")]}
+    assert embed(retry)["batchItemFailures"] == []
+    inputs = [text for r in openai_env.embedding_requests()[before:] for text in r.body["input"]]
+    assert len(inputs) == 2
+    for key in (unchanged, *new):
+        assert stored(key)[0] == "embedded" and len(stored(key)[3]) == 1
+    assert query("SELECT count(*) FROM documents")[0][0] == 4
+
+
+def test_an_invocation_stopped_by_its_timeout_is_redelivered_whole_without_duplicates(
+    stack: Stack, openai_env: FakeOpenAIServer
+) -> None:
+    documents = 8
+    calls: list[int] = []
+
+    def times_out_once(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(len(event["Records"]))
+        if len(calls) > 1:
+            return stack.pipeline.embed(event, context)
+        # Lambda stops the invocation after half of its records were written: no response, so
+        # SQS delivers the whole batch again once the visibility timeout ends.
+        half = {"Records": event["Records"][: len(event["Records"]) // 2]}
+        stack.pipeline.embed(half, context)
+        raise TimeoutError("Task timed out after 300.00 seconds")
+
+    for n in range(documents):
+        stack.put(f"acme/note {n}.txt", text(n))
+    local = stack.pipeline.stack
+    driver = QueueDriver(local, local.ingest, local.rules.ingest, times_out_once, "EmbedFunction", normalise=True)
+
+    driver.drain()
+
+    assert calls == [documents, documents] and driver.stats.crashed_invocations == 1
+    # Nothing lost, nothing twice: the written half was "unchanged" on the redelivery.
+    assert sum(len(r.body["input"]) for r in openai_env.embedding_requests()) == documents
+    assert set(rows("acme").values()) == {("embedded", None, 1, 1)} and len(rows("acme")) == documents
+    assert dead_letters(local, local.ingest) == []
