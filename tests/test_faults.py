@@ -479,7 +479,9 @@ def test_an_object_deleted_while_processed_ends_deleted(aws: FakeAWS, delete_eve
     assert (status, sequencer, chunks, vector) == ("deleted", "0055AED6DCD90281F2", [], None)
 
 
-def test_duplicate_and_out_of_order_events_in_one_batch_leave_one_row(aws: FakeAWS) -> None:
+def test_duplicate_and_out_of_order_events_in_one_batch_leave_one_row(
+    aws: FakeAWS, openai_env: FakeOpenAIServer
+) -> None:
     etag_a = put(aws, KEY, VERSION_A)
     etag_b = put(aws, KEY, VERSION_B)
     newer = json.dumps(created(KEY, etag_b, "0055AED6DCD90281F2"))
@@ -488,6 +490,8 @@ def test_duplicate_and_out_of_order_events_in_one_batch_leave_one_row(aws: FakeA
     response = embed(sqs_batch(newer, newer, older, newer))
 
     assert response["batchItemFailures"] == []
+    # The current object was read four times but embedded once.
+    assert [len(r.body["input"]) for r in openai_env.embedding_requests()] == [1]
     assert stored(KEY)[:3] == ("embedded", etag_b, "0055AED6DCD90281F2")
     assert_vector_of(KEY, "version B")
 

@@ -131,6 +131,27 @@ def chunk_windows(settings: Settings, max_input_tokens: int) -> ChunkWindows:
     return ChunkWindows(tokens, overlap, max_chunks)
 
 
+def _one_per_content(report: BatchReport, work: list[_Work]) -> list[_Work]:
+    """The units of a batch with one per object and content: the newest-sequenced.
+
+    S3 delivers at least once, so a burst can bring the same event, or several events of an
+    object that did not change, into one batch; embedding its content once is enough.
+    """
+    kept: dict[tuple[ObjectRef, str], _Work] = {}
+    for unit in work:
+        key = (unit.ref, unit.sha256)
+        other = kept.setdefault(key, unit)
+        if other is unit:
+            continue
+        if sequencer_is_older(unit.version.sequencer, other.version.sequencer):
+            unit, other = other, unit
+        kept[key] = unit
+        report.add(
+            other.item, Outcome(other.change, Result.UNCHANGED, "the same object as another event of this batch")
+        )
+    return list(kept.values())
+
+
 class EmbedPipeline:
     def __init__(
         self,
@@ -167,6 +188,7 @@ class EmbedPipeline:
                 prepared = self._guarded(report, item, change, partial(self._prepare, change))
                 if prepared is not None:
                     work.append(prepared)
+        work = _one_per_content(report, work)
         self._embed(report, work)
         for unit in work:
             if unit.vectors is not None:
