@@ -48,12 +48,13 @@ class RateBudget:
         share: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        burst_seconds: float = BURST_SECONDS,
     ) -> None:
         self._clock = clock
         self._sleep = sleep
         now = clock()
-        self._requests = _bucket(requests_per_minute, share, now)
-        self._tokens = _bucket(tokens_per_minute, share, now)
+        self._requests = _bucket(requests_per_minute, share, now, burst_seconds)
+        self._tokens = _bucket(tokens_per_minute, share, now, burst_seconds)
 
     def acquire(self, tokens: int, deadline: float | None = None) -> float:
         """Wait until one request of `tokens` fits this instance's share; returns the seconds waited."""
@@ -77,9 +78,9 @@ class RateBudget:
         return wait
 
 
-def _bucket(per_minute: float | None, share: int, now: float) -> _Bucket | None:
+def _bucket(per_minute: float | None, share: int, now: float, burst_seconds: float) -> _Bucket | None:
     if not per_minute:
         return None
     per_second = per_minute / 60.0 / max(share, 1)
-    capacity = per_second * BURST_SECONDS
+    capacity = per_second * burst_seconds
     return _Bucket(per_second=per_second, capacity=capacity, level=capacity, updated=now)
