@@ -116,6 +116,8 @@ class Settings(BaseSettings):
     max_categories: int = Field(default=30, ge=1, le=200)
     labeler: Labeler = Labeler.KEYWORDS
     label_model: str = "gpt-4o-mini"
+    # Longest label stored (a filter name in the drive's UI); longer ones are cut at a word.
+    max_label_chars: int = Field(default=48, ge=16, le=200)
 
     @model_validator(mode="after")
     def _fill_model_defaults(self) -> Settings:
