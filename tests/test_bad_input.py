@@ -65,7 +65,9 @@ def aws(openai_env: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
 def created(aws: FakeAWS, key: str, *, bucket: str = BUCKET, size: bool = True) -> str:
     """The EventBridge `Object Created` body S3 sends for `key` (key URL-encoded as AWS does)."""
-    head = aws.s3.head_object(Bucket=BUCKET, Key=key) if bucket == BUCKET else {"ETag": '"0"', "ContentLength": 1}
+    head: dict[str, Any] = (
+        aws.s3.head_object(Bucket=BUCKET, Key=key) if bucket == BUCKET else {"ETag": '"0"', "ContentLength": 1}
+    )
     event = object_created_event(
         bucket,
         key,
