@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+# The longest chat reply taken as a name at all (then cut to AUTOTAG_MAX_LABEL_CHARS like any label).
 MAX_LABEL_LENGTH = 60
 # What a stored label may be at most (AUTOTAG_MAX_LABEL_CHARS): a filter name in the drive's UI.
 DEFAULT_MAX_LABEL_CHARS = 48
