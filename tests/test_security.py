@@ -22,7 +22,7 @@ from autotag.store import ObjectRef, Store
 from tests.aws import BUCKET, FakeAWS, fake_aws, invoke, query
 from tests.conftest import ROOT
 from tests.support.openai_server import FakeOpenAIServer
-from tests.test_labels import DIMENSIONS, INVOICES, LEASES, WORKSPACE, Library, version
+from tests.test_labels import DIMENSIONS, INCIDENTS, INVOICES, LEASES, WORKSPACE, Library, version
 
 # --- workspace isolation, tried -------------------------------------------------------------
 
@@ -369,22 +369,21 @@ def test_keyword_labels_and_labels_kept_from_before_are_cleaned(store: Store, mo
     assert_clean(stored_categories(store), 24)
 
 
-@pytest.mark.parametrize(
-    ("reply", "expected"),
-    [
-        # Passes the chat validation (4 plain words, under 60 characters), cut to 48 at a word.
-        ("Telecommunications Internationalisation Reconciliation", "Telecommunications Internationalisation"),
-        ("\u202eLeases", None),  # a bidi override: the reply is refused, the keyword label stands
-        ("<b>Leases</b>", None),
-    ],
-    ids=["long", "bidi", "markup"],
-)
+HOSTILE_REPLIES = {
+    # Passes the chat validation (4 plain words, under 60 characters): cut to 48 at a word.
+    "lease": "Telecommunications Internationalisation Reconciliation",
+    "invoice": "\u202eInvoices",  # a bidi override: refused, the keyword label stands
+    "incident": "<b>Incidents</b>",  # markup: refused
+}
+
+
+def hostile_model(messages: list[Any]) -> str:
+    prompt = str(messages[-1].get("content", "")).lower()
+    return next(reply for kind, reply in HOSTILE_REPLIES.items() if kind in prompt)
+
+
 def test_chat_labels_are_cleaned_or_refused(
-    store: Store,
-    monkeypatch: pytest.MonkeyPatch,
-    openai_server: FakeOpenAIServer,
-    reply: str,
-    expected: str | None,
+    store: Store, monkeypatch: pytest.MonkeyPatch, openai_server: FakeOpenAIServer
 ) -> None:
     clean_env(monkeypatch)
     monkeypatch.setenv("AUTOTAG_LABELER", "openai")
@@ -392,20 +391,21 @@ def test_chat_labels_are_cleaned_or_refused(
     monkeypatch.setenv("OPENAI_BASE_URL", openai_server.base_url)
     reset_runtime()
     settings = get_runtime().settings
-    openai_server.chat_reply = reply
+    openai_server.chat_replier = hostile_model
     library = Library(store)
     library.group("lease", 1, LEASES, 10)
     library.group("invoice", 0, INVOICES, 10)
+    library.group("incident", 2, INCIDENTS, 10)
 
     recompute_workspace(store, settings, WORKSPACE, version(store), namer=get_runtime().namer)
 
     categories = stored_categories(store)
+    assert len(categories) == 3
     assert_clean(categories, 48)
     labels = {label for label, _ in categories}
-    if expected is not None:
-        assert expected in labels
-    else:
-        assert all(" and " in label for label in labels)  # both keyword labels
+    assert "Telecommunications Internationalisation" in labels
+    others = labels - {"Telecommunications Internationalisation"}
+    assert len(others) == 2 and all(" and " in label for label in others)  # the keyword labels
     reset_runtime()
 
 
