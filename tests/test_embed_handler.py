@@ -158,7 +158,8 @@ def test_bad_records_fail_alone_and_the_batch_goes_on(aws: FakeAWS) -> None:
 
     response = invoke("embed", batch)
 
-    assert failed_ids(response) == ["message-1"]
+    # Not JSON, and a key outside any workspace: no row can carry the reason, the message does.
+    assert failed_ids(response) == ["message-1", "message-3"]
     assert document(POLICY)["status"] == "embedded"
     skipped = document("demo/engineering/diagram.png")
     assert skipped["status"] == "skipped" and skipped["reason"] == "unsupported file type: PNG image (.png)"

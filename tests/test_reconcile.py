@@ -71,7 +71,7 @@ def broken_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch, ws: str) -> 
 def assert_consistent(stack: Stack, ws: str) -> None:
     """Every object has exactly one up-to-date row; a gone object only a tombstone without chunks."""
     rows = rows_by_key(ws)
-    present = stack.keys(f"{ws}/") - {f"{ws}/"}  # a folder marker is not a document
+    present = {key for key in stack.keys(f"{ws}/") if not key.endswith("/")}  # a folder marker is not a document
     for key in present:
         assert rows.get(key) == [("embedded", stack.etag(key), MODEL, 1)], key
     for key in rows.keys() - present:
@@ -144,6 +144,7 @@ def test_a_scheduled_pass_reconciles_every_workspace(stack: Stack, monkeypatch: 
     broken_workspace(stack, monkeypatch, "beta")
     stack.put("no-workspace.txt", text("root"))  # a key the embed path ignores: not a workspace
     stack.put("beta/", b"")  # a folder marker: no document
+    stack.put("beta/reports/", b"")  # nor one inside the workspace: never "missing"
     stack.lose_events()
 
     response = stack.reprocess(load_event("scheduled-event.json"))

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from autotag.chat_labels import CategoryBrief, Namer
 from autotag.clustering import Grouping, carry_over_ids, group_documents, jaccard, new_category_id
-from autotag.labels import name_categories, unique_label
+from autotag.labels import clean_keywords, clean_label, name_categories, unique_label
 from autotag.settings import Settings
 from autotag.store import Assignment, CategoryRecord, Store
 
@@ -58,7 +58,9 @@ def recompute_workspace(
             max_groups=settings.max_categories,
             preferred_k=surviving or None,
         )
-        categories, assignments, kept = _categories(store, workspace, ids, keys, grouping, previous, namer)
+        categories, assignments, kept = _categories(
+            store, workspace, ids, keys, grouping, previous, namer, max_label_chars=settings.max_label_chars
+        )
         store.save_clustering(workspace, change_version, categories, assignments)
     logger.info(
         "recomputed %s: %d documents in %d categories (%d ids kept)",
@@ -79,7 +81,10 @@ def _categories(
     grouping: Grouping,
     previous: list[CategoryRecord],
     namer: Namer | None = None,
+    *,
+    max_label_chars: int,
 ) -> tuple[list[CategoryRecord], list[Assignment], int]:
+    """Every label stored passes `clean_label` (through `unique_label`), every keyword list `clean_keywords`."""
     members = [grouping.members(g) for g in range(grouping.k)]
     member_ids = [{ids[i] for i in group} for group in members]
     matched = carry_over_ids([set(c.document_ids) for c in previous], member_ids)
@@ -88,7 +93,9 @@ def _categories(
 
     olds = [previous[j] if j is not None else None for j in matched]
     kept_labels = [
-        old.label if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD else None
+        clean_label(old.label, max_label_chars) or None
+        if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD
+        else None
         for g, old in enumerate(olds)
     ]
     # Kept labels are claimed first, so a fresh name never takes a label a filter already shows.
@@ -102,13 +109,13 @@ def _categories(
         else:
             # Only categories that changed materially reach the chat model: no call per recompute.
             named = namer.name(CategoryBrief(namings[g].keywords, typical[g])) if namer else None
-            label = unique_label(named or namings[g].label, namings[g].keywords, used_labels)
+            label = unique_label(named or namings[g].label, namings[g].keywords, used_labels, max_chars=max_label_chars)
             used_labels.add(label.lower())
         categories.append(
             CategoryRecord(
                 id=old.id if old is not None else _fresh_id(workspace, [keys[i] for i in group], taken_ids),
                 label=label,
-                keywords=namings[g].keywords,
+                keywords=clean_keywords(namings[g].keywords),
                 centroid=grouping.centroids[g],
                 size=len(group),
                 document_ids=sorted(member_ids[g]),

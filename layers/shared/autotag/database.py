@@ -30,12 +30,29 @@ class SchemaMismatchError(RuntimeError):
     """The database was created for another vector dimension than the one configured."""
 
 
+# Hosts that are this machine: a connection to them never crosses a network.
+_LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def database_url(settings: Settings, *, force_fetch: bool = False) -> str:
     if settings.database_url:
-        return settings.database_url
+        return tls_for_remote_hosts(settings.database_url)
     if settings.uses_embedded_database:
         return embedded_database_url(settings.data_dir)
     return _url_from_secret(settings, force_fetch=force_fetch)
+
+
+def tls_for_remote_hosts(url: str) -> str:
+    """`url`, with `sslmode=require` when it names a remote host and no sslmode of its own.
+
+    libpq's default (`prefer`) quietly falls back to plaintext; a URL that really means to go
+    without TLS says `sslmode=disable`.
+    """
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    hosts = [host for host in str(params.get("host") or "").split(",") if host]
+    if "sslmode" in params or all(host in _LOCAL_HOSTS or host.startswith("/") for host in hosts):
+        return url
+    return psycopg.conninfo.make_conninfo(url, sslmode="require")
 
 
 def _url_from_secret(settings: Settings, *, force_fetch: bool) -> str:

@@ -42,6 +42,11 @@ class ObjectChange:
     size: int | None = None
 
     @property
+    def is_folder(self) -> bool:
+        """A folder placeholder (the S3 console's "Create folder" writes `acme/reports/`), not a document."""
+        return self.key.endswith("/")
+
+    @property
     def workspace(self) -> str | None:
         """First path segment of the key; None when the key has no workspace segment."""
         head, sep, rest = self.key.partition("/")
@@ -75,6 +80,25 @@ def parse_sqs_body(body: str) -> list[ObjectChange]:
     if not isinstance(payload, dict):
         raise EventParseError("SQS message body is JSON but not an object")
     return parse_notification(payload)
+
+
+def parse_ingest_body(body: str, *, bucket: str) -> list[ObjectChange]:
+    """An SQS body the embed function can act on, or EventParseError saying why it never can."""
+    return attributable(parse_sqs_body(body), bucket=bucket)
+
+
+def attributable(changes: list[ObjectChange], *, bucket: str) -> list[ObjectChange]:
+    """`changes` if each names a document this deployment keeps, else EventParseError.
+
+    A change for another bucket, or for a key outside any workspace, has no row to record a
+    reason on: the message is rejected instead, so the reason is on it (log, then DLQ).
+    """
+    for change in changes:
+        if change.bucket != bucket:
+            raise EventParseError(f"event for bucket {change.bucket!r}, not the documents bucket {bucket!r}")
+        if change.workspace is None and not change.is_folder:
+            raise EventParseError(f"key {change.key!r} has no workspace segment (keys are <workspace>/<path>)")
+    return changes
 
 
 def parse_notification(payload: dict[str, Any]) -> list[ObjectChange]:

@@ -25,7 +25,7 @@ from autotag.formats.markup import html_text, markdown_text
 from autotag.formats.ooxml import DOCX, PPTX, XLSX, ooxml_type, read_docx, read_pptx, read_xlsx
 from autotag.formats.pdf import NO_TEXT_LAYER, read_pdf
 from autotag.formats.rtf import read_rtf
-from autotag.formats.text import decode, first_line, read_csv, read_json
+from autotag.formats.text import decode, decode_noting, first_line, read_csv, read_json
 
 __all__ = ["NO_TEXT_LAYER", "Extracted", "ExtractionLimits", "Skipped", "content_type_for", "detect_type", "extract"]
 
@@ -201,25 +201,27 @@ def extract(
     )
 
 
-def _as_text(data: bytes) -> str:
-    text = decode(data)
+def _as_text(data: bytes, budget: ExtractionBudget) -> str:
+    text, note = decode_noting(data)
     if text is None:
         raise Refused("unsupported file type: binary content")
+    if note:
+        budget.note(note)  # on the document's row: its text may show odd characters
     return text
 
 
 def _read_plain(data: bytes, budget: ExtractionBudget) -> Content:
-    text = budget.take(_as_text(data))
+    text = budget.take(_as_text(data, budget))
     return Content(text, first_line(text))
 
 
 def _read_markdown(data: bytes, budget: ExtractionBudget) -> Content:
-    text, title = markdown_text(budget.take(_as_text(data)))
+    text, title = markdown_text(budget.take(_as_text(data, budget)))
     return Content(text, title)
 
 
 def _read_html(data: bytes, budget: ExtractionBudget) -> Content:
-    text, title, author = html_text(_as_text(data))
+    text, title, author = html_text(_as_text(data, budget))
     return Content(budget.take(text), title, author)
 
 
@@ -227,9 +229,9 @@ _READERS: dict[str, Callable[[bytes, ExtractionBudget], Content]] = {
     PLAIN: _read_plain,
     MARKDOWN: _read_markdown,
     HTML: _read_html,
-    CSV: lambda data, budget: read_csv(_as_text(data), budget),
-    JSON: lambda data, budget: read_json(_as_text(data), budget),
-    RTF: lambda data, budget: read_rtf(_as_text(data), budget),
+    CSV: lambda data, budget: read_csv(_as_text(data, budget), budget),
+    JSON: lambda data, budget: read_json(_as_text(data, budget), budget),
+    RTF: lambda data, budget: read_rtf(_as_text(data, budget), budget),
     EMAIL: read_email,
     PDF: read_pdf,
     DOCX: read_docx,

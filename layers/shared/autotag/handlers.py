@@ -18,7 +18,14 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from pydantic import ValidationError
 
 from autotag.cluster_requests import ClusterRequest, request_clustering
-from autotag.events import EventParseError, ObjectChange, is_sqs_event, parse_notification, parse_sqs_body
+from autotag.events import (
+    EventParseError,
+    ObjectChange,
+    attributable,
+    is_sqs_event,
+    parse_ingest_body,
+    parse_notification,
+)
 from autotag.ingest import BatchReport, EmbedPipeline
 from autotag.runtime import Runtime, get_runtime
 from autotag.triggers import parse_trigger
@@ -43,7 +50,7 @@ def handle_embed(event: dict[str, Any], context: Any, metrics: Metrics | None = 
     if is_sqs_event(event):
         return _embed_sqs_batch(runtime, event, context, metrics)
     try:
-        changes = parse_notification(event)
+        changes = attributable(parse_notification(event), bucket=runtime.settings.documents_bucket)
     except EventParseError as exc:
         logger.error("rejected event: %s", exc)
         raise
@@ -62,7 +69,7 @@ def _embed_sqs_batch(runtime: Runtime, event: dict[str, Any], context: Any, metr
     for record in event["Records"]:
         message_id = record["messageId"]
         try:
-            items.append((message_id, parse_sqs_body(record["body"])))
+            items.append((message_id, parse_ingest_body(record["body"], bucket=runtime.settings.documents_bucket)))
         except EventParseError as exc:
             logger.error("rejected message %s: %s", message_id, exc, extra={"message_id": message_id})
             rejected[message_id] = str(exc)

@@ -152,6 +152,12 @@ def _one_per_content(report: BatchReport, work: list[_Work]) -> list[_Work]:
     return list(kept.values())
 
 
+def _object_size(response: dict[str, Any]) -> int:
+    """The whole object's size: a ranged GetObject's Content-Range ends with it ("bytes 0-9/5000")."""
+    total = str(response.get("ContentRange") or "").rpartition("/")[2]
+    return int(total) if total.isdigit() else int(response.get("ContentLength", 0))
+
+
 class EmbedPipeline:
     def __init__(
         self,
@@ -229,6 +235,8 @@ class EmbedPipeline:
 
     def _prepare(self, change: ObjectChange) -> Outcome | _Work:
         workspace = change.workspace
+        if change.is_folder:
+            return Outcome(change, Result.IGNORED, "folder placeholder (the key ends with '/'), not a document")
         if workspace is None:
             return Outcome(change, Result.IGNORED, f"key {change.key!r} has no workspace segment")
         self._check_time()
@@ -295,34 +303,51 @@ class EmbedPipeline:
         return unit
 
     def _fetch(self, change: ObjectChange) -> tuple[bytes, ObjectVersion] | Outcome:
+        limit = self.settings.max_object_bytes
+        if change.size is not None and change.size > limit:
+            # The event says how large the object is: it is not fetched at all.
+            version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
+            return self._too_large(change, version, f"{change.size} bytes")
         try:
             # The current object, not the event's version: if it was overwritten meanwhile, the
             # newer content is what the drive shows, and its own event will then be "unchanged".
-            response = self.s3.get_object(Bucket=change.bucket, Key=change.key)
+            response = self._get_bounded(change, limit)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "NoSuchKey":
                 raise
             # Deleted (or overwritten) since the event; its own Object Deleted event follows.
             return Outcome(change, Result.IGNORED, "object no longer exists")
         body = response["Body"]
-        size = int(response.get("ContentLength", 0))
+        size = _object_size(response)
         version = ObjectVersion(
             etag=str(response.get("ETag", change.etag or "")).strip('"') or change.etag,
             version_id=response.get("VersionId") or change.version_id,
             sequencer=change.sequencer,
             size_bytes=size,
         )
-        limit = self.settings.max_object_bytes
         # Decided on the response headers, before the body is read; the read itself is bounded
         # too, in case the length was not what the headers said.
         data = b"" if size > limit else body.read(limit + 1)
         body.close()
         if size > limit or len(data) > limit:
-            ref = ObjectRef(change.workspace or "", change.bucket, change.key)
-            measured = f"{size} bytes" if size > limit else f"more than {limit} bytes"
-            reason = f"over the size limit: object is {measured}, AUTOTAG_MAX_OBJECT_BYTES={limit}"
-            return self._write_skipped(_Work("", change, ref, version), Skipped(reason, "application/octet-stream"))
+            return self._too_large(change, version, f"{size} bytes" if size > limit else f"more than {limit} bytes")
         return data, version
+
+    def _get_bounded(self, change: ObjectChange, limit: int) -> Any:
+        """GetObject of at most `limit` + 1 bytes: one more than allowed tells a large object apart."""
+        try:
+            return self.s3.get_object(Bucket=change.bucket, Key=change.key, Range=f"bytes=0-{limit}")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+        # S3 refuses every range of an empty object; the headers still decide before any read.
+        return self.s3.get_object(Bucket=change.bucket, Key=change.key)
+
+    def _too_large(self, change: ObjectChange, version: ObjectVersion, measured: str) -> Outcome:
+        limit = self.settings.max_object_bytes
+        ref = ObjectRef(change.workspace or "", change.bucket, change.key)
+        reason = f"over the size limit: object is {measured}, AUTOTAG_MAX_OBJECT_BYTES={limit}"
+        return self._write_skipped(_Work("", change, ref, version), Skipped(reason, "application/octet-stream"))
 
     def _write_skipped(self, unit: _Work, skipped: Skipped) -> Outcome:
         with self.store.locked_document(unit.ref) as current:
@@ -343,7 +368,7 @@ class EmbedPipeline:
             # The key still has a current object: an older version was deleted or expired, a
             # delete marker was removed, or the key was written again since. Whatever the
             # event, the drive shows that object, so it is processed as created.
-            return self._created(replace(change, kind=ChangeKind.CREATED, etag=None))
+            return self._created(replace(change, kind=ChangeKind.CREATED, etag=None, size=None))
         with self.store.locked_document(ref) as current:
             if current is not None and sequencer_is_older(version.sequencer, current.sequencer):
                 return Outcome(None, Result.IGNORED, "event is older than the stored state of this key")

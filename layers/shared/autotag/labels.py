@@ -9,13 +9,25 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
+# The longest chat reply taken as a name at all (then cut to AUTOTAG_MAX_LABEL_CHARS like any label).
 MAX_LABEL_LENGTH = 60
+# What a stored label may be at most (AUTOTAG_MAX_LABEL_CHARS): a filter name in the drive's UI.
+DEFAULT_MAX_LABEL_CHARS = 48
+MAX_KEYWORD_CHARS = 32
+MAX_KEYWORDS = 12
+FALLBACK_LABEL = "Miscellaneous"
+_MARKUP = re.compile(r"<[^>]*>|&[#\w]+;")
+# Punctuation a label may keep; anything else that is not a letter, digit or space becomes a space.
+_LABEL_PUNCTUATION = frozenset("&'\u2019-/,.()+")
+# Words a cut label must not end on ("Invoice and").
+_DANGLING = frozenset(["and", "or", "of", "the", "for", "to", "in", "&", "+", "-", "/", ","])
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*[A-Za-z]")
 
 # Words that are frequent in any drive and name nothing: reporting verbs, modal and legal
@@ -116,22 +128,62 @@ def _label_word(word: str) -> bool:
     return not word.endswith(("ed", "ly"))
 
 
-def unique_label(preferred: str | None, keywords: Sequence[str], used: set[str]) -> str:
+def unique_label(
+    preferred: str | None, keywords: Sequence[str], used: set[str], *, max_chars: int = DEFAULT_MAX_LABEL_CHARS
+) -> str:
     """`preferred` if no other category has it, else a label from `keywords` that none has.
 
-    `used` holds the lower-cased labels already taken.
+    `used` holds the lower-cased labels already taken. Every candidate passes `clean_label`,
+    so what comes out is fit to store and never empty.
     """
+    preferred = clean_label(preferred or "", max_chars)
     if preferred and preferred.lower() not in used:
         return preferred
     nameable = [word for word in keywords if _label_word(word)] or list(keywords)
     for first in range(len(nameable)):
-        label = " and ".join(word.capitalize() for word in nameable[first : first + 2])[:MAX_LABEL_LENGTH]
-        if label.lower() not in used:
+        label = clean_label(" and ".join(word.capitalize() for word in nameable[first : first + 2]), max_chars)
+        if label and label.lower() not in used:
             return label
-    base = (preferred or " ".join(word.capitalize() for word in nameable[:3]) or "Miscellaneous")[
-        : MAX_LABEL_LENGTH - 4
-    ]
+    base = clean_label(preferred or " ".join(word.capitalize() for word in nameable[:3]), max_chars - 4)
+    base = base or FALLBACK_LABEL
     label, n = base, 2
     while label.lower() in used:
         label, n = f"{base} {n}", n + 1
     return label
+
+
+def clean_label(text: str, max_chars: int = DEFAULT_MAX_LABEL_CHARS) -> str:
+    """`text` as a label may be stored and shown; "" when nothing of it is fit (the caller falls back).
+
+    Whatever names a category (keywords, a chat model's reply, a label kept from an earlier
+    recompute) ends up as a filter in the drive's UI: no markup, control or invisible
+    characters, no line breaks, single spaces, and at most `max_chars`, cut at a word boundary.
+    """
+    text = _MARKUP.sub(" ", unicodedata.normalize("NFKC", text))
+    kept = "".join(ch if ch in _LABEL_PUNCTUATION or _is_label_character(ch) else " " for ch in text)
+    words = kept.split()
+    while words and len(" ".join(words)) > max_chars:
+        if len(words) == 1:
+            words = [words[0][:max_chars]]
+            break
+        words.pop()
+    while words and (words[-1].lower() in _DANGLING or not any(ch.isalnum() for ch in words[-1])):
+        words.pop()
+    while words and not any(ch.isalnum() for ch in words[0]):
+        words.pop(0)
+    return " ".join(words)
+
+
+def clean_keywords(keywords: Sequence[str]) -> list[str]:
+    """At most `MAX_KEYWORDS` distinct keywords, each cleaned like a label and bounded."""
+    cleaned: list[str] = []
+    for keyword in keywords:
+        word = clean_label(keyword, MAX_KEYWORD_CHARS)
+        if word and word not in cleaned:
+            cleaned.append(word)
+    return cleaned[:MAX_KEYWORDS]
+
+
+def _is_label_character(ch: str) -> bool:
+    # Letters (any script), combining marks and digits; not symbols, controls or format characters.
+    return unicodedata.category(ch)[0] in "LMN"

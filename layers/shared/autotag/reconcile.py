@@ -159,7 +159,7 @@ class Reconciler:
         rows = self.store.rows_in_key_order(workspace, self.bucket, after=cursor, upto=upper, limit=self.page_size)
         if len(rows) == self.page_size:
             upper = rows[-1].key
-        # Keys the embed path files under no workspace (a bare "<workspace>/" folder marker).
+        # Keys the embed path ignores (folder placeholders such as "<workspace>/reports/").
         objects = [
             o for o in objects if (upper is None or o.key <= upper) and _workspace_of(self.bucket, o.key) == workspace
         ]
@@ -269,4 +269,5 @@ class Reconciler:
 
 def _workspace_of(bucket: str, key: str) -> str | None:
     """The workspace the embed path would file `key` under (None for keys it ignores)."""
-    return ObjectChange(bucket, key, ChangeKind.CREATED).workspace
+    change = ObjectChange(bucket, key, ChangeKind.CREATED)
+    return None if change.is_folder else change.workspace

@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
 
 from autotag.cluster_requests import ClusterRequest, request_clustering
-from autotag.events import parse_sqs_body
+from autotag.events import parse_ingest_body, parse_sqs_body
 from autotag.reconcile import ReconcileCounts, Reconciler
 from autotag.redrive import RedriveCounts, Redriver, RedriveRoute
 from autotag.settings import Settings
@@ -95,16 +96,18 @@ def reprocess(
 
 def redrive_routes(settings: Settings, store: Store) -> list[RedriveRoute]:
     """The DLQs this deployment has, each with the queue its messages go back to."""
+    # What the embed function would reject (another bucket, a key outside any workspace) is parked.
+    ingest_body = partial(parse_ingest_body, bucket=settings.documents_bucket)
     pairs: list[tuple[str, str | None, str | None, Callable[[str], object]]] = [
-        ("IngestDLQ", settings.ingest_dlq_url, settings.ingest_queue_url, parse_sqs_body),
+        ("IngestDLQ", settings.ingest_dlq_url, settings.ingest_queue_url, ingest_body),
         ("ClusterDLQ", settings.cluster_dlq_url, settings.cluster_queue_url, _cluster_request),
         # Events EventBridge could not deliver to IngestQueue: the same bodies, sent on.
-        ("IngestRuleDLQ", settings.ingest_rule_dlq_url, settings.ingest_queue_url, parse_sqs_body),
+        ("IngestRuleDLQ", settings.ingest_rule_dlq_url, settings.ingest_queue_url, ingest_body),
     ]
     routes = []
     for name, dlq, target, validate in pairs:
         if dlq and target:
-            describe = _document_failure(store) if validate is parse_sqs_body else None
+            describe = _document_failure(store) if validate is ingest_body else None
             routes.append(RedriveRoute(name, dlq, target, validate, describe))
     return routes
 

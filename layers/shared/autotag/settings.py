@@ -47,6 +47,10 @@ MAX_INDEXED_DIMENSIONS = 2000
 SHORTENABLE_MODELS = frozenset({"text-embedding-3-small", "text-embedding-3-large"})
 
 
+# libpq sslmodes that never fall back to a plaintext connection.
+TLS_SSLMODES = frozenset({"require", "verify-ca", "verify-full"})
+
+
 class SettingsError(RuntimeError):
     """Raised at start-up when the environment does not describe a runnable configuration."""
 
@@ -97,7 +101,8 @@ class Settings(BaseSettings):
     database_secret_arn: str | None = None
     database_host: str | None = None
     database_name: str = "autotag"
-    database_sslmode: str = "prefer"
+    # The secret's host is remote (RDS Proxy): only modes that refuse a plaintext connection.
+    database_sslmode: str = "require"
 
     data_dir: Path = Path(".autotag")
     documents_bucket: str = "autotag-local-documents"
@@ -118,6 +123,8 @@ class Settings(BaseSettings):
     max_categories: int = Field(default=30, ge=1, le=200)
     labeler: Labeler = Labeler.KEYWORDS
     label_model: str = "gpt-4o-mini"
+    # Longest label stored (a filter name in the drive's UI); longer ones are cut at a word.
+    max_label_chars: int = Field(default=48, ge=16, le=200)
 
     @model_validator(mode="after")
     def _fill_model_defaults(self) -> Settings:
@@ -156,6 +163,11 @@ class Settings(BaseSettings):
             object.__setattr__(self, "chunk_tokens", 256 if self.embedding_provider in LOCAL_PROVIDERS else 512)
         if self.chunk_overlap_tokens >= self.chunk_tokens:
             raise ValueError("AUTOTAG_CHUNK_OVERLAP_TOKENS must be smaller than AUTOTAG_CHUNK_TOKENS")
+        if self.database_secret_arn and self.database_sslmode not in TLS_SSLMODES:
+            raise ValueError(
+                f"AUTOTAG_DATABASE_SSLMODE={self.database_sslmode!r} would allow an unencrypted database "
+                f"connection; use one of {', '.join(sorted(TLS_SSLMODES))}"
+            )
         if self.min_categories > self.max_categories:
             raise ValueError("AUTOTAG_MIN_CATEGORIES must not exceed AUTOTAG_MAX_CATEGORIES")
         if (

@@ -25,16 +25,33 @@ _BOMS = (
 )
 
 
+LEGACY_ENCODING_NOTE = "not valid UTF-8: read as a legacy 8-bit encoding (Windows-1252 unless another script fits)"
+
+
 def decode(data: bytes) -> str | None:
     """`data` as text, or None when it is not text in any encoding we recognise."""
+    return decode_noting(data)[0]
+
+
+def decode_noting(data: bytes) -> tuple[str | None, str | None]:
+    """`data` as text (None: not text), with a note for the document when it was not Unicode."""
     text = _decode(data)
     if text is None:
-        return None
+        return None, None
     sample = text[:_SAMPLE]
     controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f")
     if sample and controls / len(sample) > _MAX_CONTROL_RATIO:
-        return None
-    return text
+        return None, None
+    unicode = data.startswith(tuple(bom for bom, _ in _BOMS)) or _is_utf8(data) or b"\x00" in data[:_SAMPLE]
+    return text, None if unicode else LEGACY_ENCODING_NOTE
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _decode(data: bytes) -> str | None:
