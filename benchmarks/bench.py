@@ -42,6 +42,7 @@ from autotag.database import connect, embedded_database_url, migrate
 from autotag.embeddings import Embedder, Vectors, _offline_cl100k
 from autotag.extraction import Extracted, extract
 from autotag.ingest import chunk_windows
+from autotag.local import run as local_run
 from autotag.local.run import run
 from autotag.local.stack import environment
 from autotag.local.template_rules import find_template
@@ -133,6 +134,8 @@ class Bench:
             with watch.timing(
                 {
                     "cluster": (handlers, "handle_cluster"),
+                    "embed": (handlers, "handle_embed"),
+                    "uploads": (local_run, "_sync"),
                     "model": (type(embedder), "embed"),
                     "aws_emulator": (BaseClient, "_make_api_call"),
                     "extraction": (ingest, "extract"),
@@ -150,7 +153,11 @@ class Bench:
         # count the wall time they cover, once.
         cluster_seconds = covered_seconds(watch.intervals["cluster"])
         busy = {name: sum(end - start for start, end in spans) for name, spans in watch.intervals.items()}
-        embedding = total - cluster_seconds
+        # The embedding path: from the first upload to the end of the last embed invocation.
+        # Starting the stack, clustering and writing the report are not per-document work.
+        embedding = max(end for _, end in watch.intervals["embed"]) - min(
+            start for start, _ in watch.intervals["uploads"]
+        )
         model = (model_before + model_after) / 2
         overhead = embedding / model - 1
         # The same question inside the run, under the same load: how long the pipeline went on
@@ -163,6 +170,7 @@ class Bench:
             "chunks": len(texts),
             "run_seconds": total,
             "cluster_seconds": cluster_seconds,
+            "setup_cluster_and_report_seconds": total - embedding,
             "embed_path_seconds": embedding,
             "model_seconds_before_and_after": [model_before, model_after],
             "overhead_share_against_model_alone": overhead,
@@ -173,7 +181,7 @@ class Bench:
         }
         self.row(
             "1",
-            f"pipeline, {n} BBC docs ({len(texts)} chunks), onnx, without clustering",
+            f"pipeline, {n} BBC docs ({len(texts)} chunks), onnx: first upload to last embed",
             f"{n / embedding:.1f} docs/s",
         )
         self.row(
@@ -192,7 +200,11 @@ class Bench:
         self.row("1", "chunks the model alone embedded / the pipeline stored", f"{len(before)} / {len(texts)}")
         parts = ", ".join(f"{name} {busy[name]:.1f} s" for name in PIPELINE_PARTS)
         self.row("1", "time inside calls, summed over the 5 invocation threads", parts)
-        self.row("1", "clustering at the end of that run (not counted above)", f"{cluster_seconds:.1f} s")
+        self.row(
+            "1",
+            "not counted above: stack start, clustering, report",
+            f"{total - embedding:.1f} s (clustering {cluster_seconds:.1f} s) of the run's {total:.1f} s",
+        )
 
     # --- 0. the ONNX embedder against sentence-transformers ---------------------------------
 

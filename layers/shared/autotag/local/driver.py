@@ -152,13 +152,19 @@ class QueueDriver:
             self.stats.crashed_invocations += 1
             failed = {m["MessageId"] for m in messages}
         self.stats.failed_records += len(failed)
+        # As Lambda's event source mapping does: the batch's successes deleted in one call.
+        done = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(messages)
+            if m["MessageId"] not in failed
+        ]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=done)
         for message in messages:
             if message["MessageId"] in failed:
                 self.sqs.change_message_visibility(
                     QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                 )
-            else:
-                self.sqs.delete_message(QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"])
         if self.on_batch is not None:
             self.on_batch(self.stats)
 

@@ -203,8 +203,35 @@ def local_aws() -> Iterator[None]:
     with (
         environment(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION),  # noqa: S106
         mock_aws(),
+        linear_sqs_receive(),
     ):
         yield
+
+
+@contextmanager
+def linear_sqs_receive() -> Iterator[None]:
+    """moto's ReceiveMessage with its retention check reading one queue setting.
+
+    moto 5 checks every queued message's retention by building all of the queue's
+    attributes, which counts the queue's messages: each receive is quadratic in the queue's
+    depth, and that emulation cost, not the pipeline's, dominated a local run's CPU time.
+    The check itself is unchanged: a message older than the queue's retention period is
+    not delivered.
+    """
+    from moto.core.utils import unix_time
+    from moto.sqs.models import Message, SQSBackend
+
+    original = SQSBackend.is_message_valid_based_on_retention_period
+
+    def retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+
+    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SQSBackend.is_message_valid_based_on_retention_period = original  # type: ignore[method-assign]
 
 
 # What `autotag up` tells the AWS CLI to use; moto accepts any, and these cannot reach AWS.
@@ -229,7 +256,7 @@ def served_aws(host: str, port: int) -> Iterator[str]:
     try:
         bound_host, bound_port = server.get_host_and_port()
         endpoint = f"http://{bound_host}:{bound_port}"
-        with environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS):
+        with environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS), linear_sqs_receive():
             yield endpoint
     finally:
         server.stop()
