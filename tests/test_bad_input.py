@@ -185,18 +185,24 @@ def test_binary_garbage_named_txt_is_skipped_as_binary(aws: FakeAWS) -> None:
 @case("invalid-utf8")
 def test_text_that_is_not_utf8_is_embedded_with_a_note(aws: FakeAWS) -> None:
     menu = "Menu for the staff party: café crème, crêpes, brûlée and gâteau. Bon appétit à tous."
-    aws.put("acme/menu.txt", menu.encode("cp1252"))
+    aws.put("acme/menu.txt", menu.encode("cp1252"))  # a legacy code page throughout
+    broken = "Résumé of the naïve café review — déjà vu".encode() + b"\xe9" + b" fin " + "é".encode()[:1]
+    aws.put("acme/review.txt", broken)  # UTF-8 with a stray Latin-1 byte and a cut character
 
-    response = run(aws, [created(aws, "acme/menu.txt")], {"acme/menu.txt"})
+    response = run(
+        aws, [created(aws, "acme/menu.txt"), created(aws, "acme/review.txt")], {"acme/menu.txt", "acme/review.txt"}
+    )
 
     assert failed_ids(response) == []
-    embedded = row("acme/menu.txt")
-    assert embedded["status"] == "embedded" and embedded["has_vector"]
-    assert embedded["reason"].startswith("not valid UTF-8: read as a legacy 8-bit encoding")
-    [(text,)] = query(
-        "SELECT text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.key = 'acme/menu.txt'"
+    menu_row, review_row = row("acme/menu.txt"), row("acme/review.txt")
+    assert menu_row["status"] == review_row["status"] == "embedded"
+    assert menu_row["reason"].startswith("not valid UTF-8: read as a legacy 8-bit encoding")
+    assert review_row["reason"] == "not valid UTF-8: 2 invalid byte sequence(s) replaced"
+    texts = dict(
+        query("SELECT d.key, c.text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.workspace = 'acme'")
     )
-    assert "café crème" in text and "brûlée" in text  # decoded, not mangled
+    assert "café crème" in texts["acme/menu.txt"] and "brûlée" in texts["acme/menu.txt"]  # decoded, not mangled
+    assert "naïve café review — déjà vu\ufffd fin" in texts["acme/review.txt"]
 
 
 @case("over-size-limit")
