@@ -141,7 +141,7 @@ def rejected(caplog: pytest.LogCaptureFixture, message_id: str) -> str:
     return line.removeprefix(f"rejected message {message_id}: ")
 
 
-def get_object_calls(aws: FakeAWS) -> list[dict[str, Any]]:
+def get_object_calls() -> list[dict[str, Any]]:
     """Records the parameters of every GetObject the embed function's S3 client sends from now on."""
     calls: list[dict[str, Any]] = []
 
@@ -210,7 +210,7 @@ def test_an_object_over_the_size_limit_is_never_read_whole(aws: FakeAWS) -> None
     large = b"Quarterly ledger line.\n" * (MAX_OBJECT_BYTES // 10)  # about 150 KB
     aws.put("acme/ledger.txt", large)
     aws.put("acme/ledger-copy.txt", large)
-    calls = get_object_calls(aws)
+    calls = get_object_calls()
 
     # The first event carries the object's size (S3's always do); the second lacks it.
     response = run(
@@ -307,7 +307,7 @@ def test_a_key_without_a_workspace_is_rejected(aws: FakeAWS, caplog: pytest.LogC
 
 @case("other-bucket")
 def test_an_event_for_another_bucket_is_rejected_unread(aws: FakeAWS, caplog: pytest.LogCaptureFixture) -> None:
-    calls = get_object_calls(aws)
+    calls = get_object_calls()
     body = created(aws, "acme/finance/invoice-0112.txt", bucket="someone-elses-bucket")
 
     response = run(aws, [body], set())
