@@ -141,7 +141,7 @@ def rejected(caplog: pytest.LogCaptureFixture, message_id: str) -> str:
     return line.removeprefix(f"rejected message {message_id}: ")
 
 
-def get_object_calls(aws: FakeAWS) -> list[dict[str, Any]]:
+def get_object_calls() -> list[dict[str, Any]]:
     """Records the parameters of every GetObject the embed function's S3 client sends from now on."""
     calls: list[dict[str, Any]] = []
 
@@ -185,18 +185,24 @@ def test_binary_garbage_named_txt_is_skipped_as_binary(aws: FakeAWS) -> None:
 @case("invalid-utf8")
 def test_text_that_is_not_utf8_is_embedded_with_a_note(aws: FakeAWS) -> None:
     menu = "Menu for the staff party: café crème, crêpes, brûlée and gâteau. Bon appétit à tous."
-    aws.put("acme/menu.txt", menu.encode("cp1252"))
+    aws.put("acme/menu.txt", menu.encode("cp1252"))  # a legacy code page throughout
+    broken = "Résumé of the naïve café review — déjà vu".encode() + b"\xe9" + b" fin " + "é".encode()[:1]
+    aws.put("acme/review.txt", broken)  # UTF-8 with a stray Latin-1 byte and a cut character
 
-    response = run(aws, [created(aws, "acme/menu.txt")], {"acme/menu.txt"})
+    response = run(
+        aws, [created(aws, "acme/menu.txt"), created(aws, "acme/review.txt")], {"acme/menu.txt", "acme/review.txt"}
+    )
 
     assert failed_ids(response) == []
-    embedded = row("acme/menu.txt")
-    assert embedded["status"] == "embedded" and embedded["has_vector"]
-    assert embedded["reason"].startswith("not valid UTF-8: read as a legacy 8-bit encoding")
-    [(text,)] = query(
-        "SELECT text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.key = 'acme/menu.txt'"
+    menu_row, review_row = row("acme/menu.txt"), row("acme/review.txt")
+    assert menu_row["status"] == review_row["status"] == "embedded"
+    assert menu_row["reason"].startswith("not valid UTF-8: read as a legacy 8-bit encoding")
+    assert review_row["reason"] == "not valid UTF-8: 2 invalid byte sequence(s) replaced"
+    texts = dict(
+        query("SELECT d.key, c.text FROM chunks c JOIN documents d ON d.id = c.document_id WHERE d.workspace = 'acme'")
     )
-    assert "café crème" in text and "brûlée" in text  # decoded, not mangled
+    assert "café crème" in texts["acme/menu.txt"] and "brûlée" in texts["acme/menu.txt"]  # decoded, not mangled
+    assert "naïve café review — déjà vu\ufffd fin" in texts["acme/review.txt"]
 
 
 @case("over-size-limit")
@@ -204,7 +210,7 @@ def test_an_object_over_the_size_limit_is_never_read_whole(aws: FakeAWS) -> None
     large = b"Quarterly ledger line.\n" * (MAX_OBJECT_BYTES // 10)  # about 150 KB
     aws.put("acme/ledger.txt", large)
     aws.put("acme/ledger-copy.txt", large)
-    calls = get_object_calls(aws)
+    calls = get_object_calls()
 
     # The first event carries the object's size (S3's always do); the second lacks it.
     response = run(
@@ -301,7 +307,7 @@ def test_a_key_without_a_workspace_is_rejected(aws: FakeAWS, caplog: pytest.LogC
 
 @case("other-bucket")
 def test_an_event_for_another_bucket_is_rejected_unread(aws: FakeAWS, caplog: pytest.LogCaptureFixture) -> None:
-    calls = get_object_calls(aws)
+    calls = get_object_calls()
     body = created(aws, "acme/finance/invoice-0112.txt", bucket="someone-elses-bucket")
 
     response = run(aws, [body], set())

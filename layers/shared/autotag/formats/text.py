@@ -34,40 +34,37 @@ def decode(data: bytes) -> str | None:
 
 
 def decode_noting(data: bytes) -> tuple[str | None, str | None]:
-    """`data` as text (None: not text), with a note for the document when it was not Unicode."""
-    text = _decode(data)
+    """`data` as text (None: not text), with a note for the document when it was not clean Unicode."""
+    text, note = _decode(data)
     if text is None:
         return None, None
     sample = text[:_SAMPLE]
     controls = sum(1 for ch in sample if ord(ch) < 32 and ch not in "\t\n\r\f")
     if sample and controls / len(sample) > _MAX_CONTROL_RATIO:
         return None, None
-    unicode = data.startswith(tuple(bom for bom, _ in _BOMS)) or _is_utf8(data) or b"\x00" in data[:_SAMPLE]
-    return text, None if unicode else LEGACY_ENCODING_NOTE
+    return text, note
 
 
-def _is_utf8(data: bytes) -> bool:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _decode(data: bytes) -> str | None:
+def _decode(data: bytes) -> tuple[str | None, str | None]:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                return data.decode(encoding)
+                return data.decode(encoding), None
             except UnicodeDecodeError:
-                return None
+                return None, None
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8"), None
     except UnicodeDecodeError:
         pass
     if b"\x00" in data[:_SAMPLE]:
-        return _utf16_without_bom(data)
-    return _legacy_single_byte(data)
+        return _utf16_without_bom(data), None
+    # UTF-8 with a few broken sequences (a cut multi-byte character, one stray Latin-1 byte):
+    # read as a legacy code page, every correct accented character would turn into two wrong ones.
+    lenient = data.decode("utf-8", errors="replace")
+    broken = lenient.count("\ufffd")
+    if sum(1 for ch in lenient if ord(ch) > 0x7F) - broken > broken:
+        return lenient, f"not valid UTF-8: {broken} invalid byte sequence(s) replaced"
+    return _legacy_single_byte(data), LEGACY_ENCODING_NOTE
 
 
 def _utf16_without_bom(data: bytes) -> str | None:
