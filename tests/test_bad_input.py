@@ -386,7 +386,11 @@ def test_an_unknown_event_type_is_rejected(aws: FakeAWS, caplog: pytest.LogCaptu
 @case("steering-document")
 @pytest.mark.parametrize("labeler", ["keywords", "openai"])
 def test_a_document_steering_the_labeler_gets_no_say(
-    aws: FakeAWS, openai_env: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch, labeler: str
+    aws: FakeAWS,
+    openai_env: FakeOpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    labeler: str,
 ) -> None:
     monkeypatch.setenv("AUTOTAG_LABELER", labeler)
     openai_env.chat_replier = obedient_model  # a chat model that does what any document says
@@ -421,6 +425,11 @@ def test_a_document_steering_the_labeler_gets_no_say(
         assert any(INJECTION in str(r.body["messages"][1]["content"]) for r in chats)
         assert steered_label not in {"HACKED", "Invoices"} and " and " in steered_label
         assert lease_label == "Leases"  # a grounded reply is still taken
+        # Where the README's table says the operator sees it.
+        assert any(
+            r.levelname == "WARNING" and "chat labeler reply rejected, keeping the keyword label" in r.getMessage()
+            for r in caplog.records
+        )
     else:
         assert chats == []
         assert " and " in steered_label and " and " in lease_label

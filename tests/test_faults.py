@@ -27,7 +27,7 @@ from autotag.provider_retries import JITTER, RetryPolicy
 from autotag.rate_budget import RateBudget
 from autotag.runtime import get_runtime
 from autotag.store import as_array
-from tests.aws import BUCKET, FakeAWS, fake_aws, handler, query
+from tests.aws import BUCKET, FakeAWS, fake_aws, handler, invoke, query
 from tests.conftest import load_event
 from tests.reprocess_support import Stack, committed, reprocess_stack
 from tests.support.openai_server import CLIENT_CLOSED, NO_RESPONSE, FakeOpenAIServer, RecordedRequest, fake_embedding
@@ -63,7 +63,7 @@ def test_a_429_with_retry_after_is_retried_no_sooner_than_asked(openai_server: F
     assert vectors.shape == (1, 1536)
     assert [r.status for r in openai_server.requests] == [429, 200]
     # The backoff alone would have waited about 0.01 s.
-    assert 0.4 <= gaps(openai_server.requests)[0] < 2.0
+    assert gaps(openai_server.requests)[0] >= 0.4
 
 
 def test_a_429_without_retry_after_backs_off_exponentially_with_jitter(openai_server: FakeOpenAIServer) -> None:
@@ -74,7 +74,8 @@ def test_a_429_without_retry_after_backs_off_exponentially_with_jitter(openai_se
     assert [r.status for r in openai_server.requests] == [429, 429, 429, 200]
     for retry, gap in enumerate(gaps(openai_server.requests)):
         nominal = 0.1 * 2**retry
-        assert nominal * (1 - JITTER) <= gap < nominal + 1.0, (retry, gap)
+        # No sooner than the backoff; the upper bound only rules out a fixed long pause.
+        assert nominal * (1 - JITTER) <= gap < nominal + 5.0, (retry, gap)
 
 
 def test_the_backoff_is_jittered_and_capped() -> None:
@@ -104,7 +105,9 @@ def test_a_request_that_times_out_is_retried(openai_server: FakeOpenAIServer) ->
     vectors = embedder(openai_server, max_retries=1, timeout=0.3).embed(["slow text"])
 
     assert vectors.shape == (1, 1536)
-    assert [r.status for r in openai_server.requests] == [CLIENT_CLOSED, 200]
+    # The server notices the client hung up only when it next looks (every 50 ms).
+    first, second = openai_server.requests
+    assert (first.status in (CLIENT_CLOSED, NO_RESPONSE), second.status) == (True, 200)
 
 
 def test_a_connection_reset_is_retried(openai_server: FakeOpenAIServer) -> None:
@@ -189,7 +192,7 @@ def test_five_instances_against_the_api_stay_within_the_account_limits(
 def stack(openai_env: FakeOpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     monkeypatch.setenv("AUTOTAG_OPENAI_MAX_RETRIES", "2")
     monkeypatch.setenv("AUTOTAG_OPENAI_BACKOFF_SECONDS", "0.02")
-    monkeypatch.setenv("AUTOTAG_OPENAI_TIMEOUT_SECONDS", "0.5")
+    monkeypatch.setenv("AUTOTAG_OPENAI_TIMEOUT_SECONDS", "1.0")
     with reprocess_stack(tmp_path, monkeypatch) as stack:
         yield stack
 
@@ -270,7 +273,7 @@ def test_a_mixture_of_faults_under_load_loses_nothing(stack: Stack, openai_env: 
     documents = 100  # ten batches, five invocations at once
     # The first request stalls past the client's timeout (its own fault is never answered);
     # then a rate limit with Retry-After, a reset, a 503 and a rate limit without Retry-After.
-    openai_env.inject_delay(2.0, path="/v1/embeddings")
+    openai_env.inject_delay(3.0, path="/v1/embeddings")
     openai_env.inject(500, path="/v1/embeddings")
     openai_env.inject(429, retry_after=0.05, path="/v1/embeddings")
     openai_env.inject_reset(path="/v1/embeddings")
@@ -283,7 +286,10 @@ def test_a_mixture_of_faults_under_load_loses_nothing(stack: Stack, openai_env: 
     driver.drain()
 
     statuses = [r.status for r in openai_env.requests]
-    assert sorted(s for s in statuses if s != 200) == sorted([CLIENT_CLOSED, 429, NO_RESPONSE, 503, 429])
+    # The stall and the reset were not answered (the server sees a stall's hang-up only when
+    # it next looks, so either mark may stand for it); the three errors were.
+    assert sorted(s for s in statuses if s not in (200, CLIENT_CLOSED, NO_RESPONSE)) == [429, 429, 503]
+    assert sum(s in (CLIENT_CLOSED, NO_RESPONSE) for s in statuses) == 2
     # Every document embedded exactly once, none left failed, nothing dead-lettered.
     assert sum(len(r.body["input"]) for r in openai_env.embedding_requests()) == documents
     assert set(rows("acme").values()) == {("embedded", None, 1, 1)} and len(rows("acme")) == documents
@@ -586,3 +592,32 @@ def test_an_invocation_stopped_by_its_timeout_is_redelivered_whole_without_dupli
     assert sum(len(r.body["input"]) for r in openai_env.embedding_requests()) == documents
     assert set(rows("acme").values()) == {("embedded", None, 1, 1)} and len(rows("acme")) == documents
     assert dead_letters(local, local.ingest) == []
+
+
+def test_a_stale_reconcile_event_for_an_oversized_object_does_not_replace_the_current_row(
+    openai_env: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconcile pass listed a large object; it was overwritten with a small one, whose own
+    S3 event was embedded first. The reconcile event's size is stale: it must not mark the
+    current document skipped (it carries no sequencer to be ordered by)."""
+    from autotag.events import object_created_event
+    from tests.test_bad_input import batch, failed_ids
+
+    monkeypatch.setenv("AUTOTAG_MAX_OBJECT_BYTES", "1024")
+    key = "acme/doc.txt"
+    with fake_aws(monkeypatch) as aws:
+        aws.put(key, b"x " * 2000)
+        head = aws.s3.head_object(Bucket=BUCKET, Key=key)
+        stale = object_created_event(
+            BUCKET, key, etag=head["ETag"].strip('"'), size=head["ContentLength"], sequencer=None, event_id="reconcile"
+        )
+        aws.put(key, b"Invoice 12 is overdue, please pay by transfer.")
+        head = aws.s3.head_object(Bucket=BUCKET, Key=key)
+        fresh = object_created_event(
+            BUCKET, key, etag=head["ETag"].strip('"'), size=head["ContentLength"], sequencer="00B1", event_id="s3"
+        )
+        assert failed_ids(invoke("embed", batch(json.dumps(fresh)))) == []
+        assert failed_ids(invoke("embed", batch(json.dumps(stale)))) == []
+        (status, etag, sequencer), *others = query("SELECT status, etag, sequencer FROM documents WHERE key = %s", key)
+    assert not others
+    assert (status, etag, sequencer) == ("embedded", head["ETag"].strip('"'), "00B1")

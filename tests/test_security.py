@@ -443,6 +443,41 @@ def test_a_remote_database_url_gets_tls(url: str, expected_sslmode: str | None) 
     assert psycopg.conninfo.conninfo_to_dict(tls_for_remote_hosts(url)).get("sslmode") == expected_sslmode
 
 
+def test_an_operators_pgsslmode_is_not_overridden(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq lets a URL's sslmode win over PGSSLMODE: writing `require` would weaken verify-full."""
+    import psycopg
+
+    monkeypatch.setenv("PGSSLMODE", "verify-full")
+    url = tls_for_remote_hosts("postgresql://app@db.example.com/autotag")
+    assert "sslmode" not in psycopg.conninfo.conninfo_to_dict(url)
+
+
+def test_kept_labels_that_clean_to_the_same_text_stay_distinct() -> None:
+    """Two stored labels cut to the same words at a shorter bound, or one wrapped in markup,
+    must not become two filters with one name."""
+    import numpy as np
+
+    from autotag.categorize import _kept_labels
+    from autotag.labels import Naming
+    from autotag.store import CategoryRecord
+
+    def old(label: str, ids: set[int]) -> CategoryRecord:
+        return CategoryRecord(f"c-{label}", label, [], np.zeros(2, dtype=np.float32), len(ids), sorted(ids))
+
+    members = [{1, 2}, {3, 4}, {5, 6}, {7, 8}]
+    olds: list[CategoryRecord | None] = [
+        old("Invoice and Payment", members[0]),
+        old("Invoice and Payment 2", members[1]),
+        old("<b>Leases</b>", members[2]),
+        old("Leases", members[3]),
+    ]
+    namings = [Naming("x", ["invoice", "payment", "receipt"])] * 2 + [Naming("y", ["lease", "tenant"])] * 2
+    kept = _kept_labels(olds, members, namings, 16)
+    assert all(kept)
+    assert len({label.lower() for label in kept if label}) == 4
+    assert all(len(label) <= 16 and "<" not in label for label in kept if label)
+
+
 def test_the_secret_path_builds_a_tls_url_from_secrets_manager(monkeypatch: pytest.MonkeyPatch) -> None:
     """The password comes from the secret (moto's Secrets Manager), never from the environment."""
     import boto3

@@ -12,7 +12,7 @@ import numpy.typing as npt
 
 from autotag.chat_labels import CategoryBrief, Namer
 from autotag.clustering import Grouping, carry_over_ids, group_documents, jaccard, new_category_id
-from autotag.labels import clean_keywords, clean_label, name_categories, unique_label
+from autotag.labels import Naming, clean_keywords, name_categories, unique_label
 from autotag.settings import Settings
 from autotag.store import Assignment, CategoryRecord, Store
 
@@ -92,12 +92,7 @@ def _categories(
     namings = name_categories(typical)
 
     olds = [previous[j] if j is not None else None for j in matched]
-    kept_labels = [
-        clean_label(old.label, max_label_chars) or None
-        if old is not None and jaccard(set(old.document_ids), member_ids[g]) >= KEEP_LABEL_JACCARD
-        else None
-        for g, old in enumerate(olds)
-    ]
+    kept_labels = _kept_labels(olds, member_ids, namings, max_label_chars)
     # Kept labels are claimed first, so a fresh name never takes a label a filter already shows.
     used_labels = {label.lower() for label in kept_labels if label}
     taken_ids = {old.id for old in olds if old is not None}
@@ -125,6 +120,26 @@ def _categories(
         Assignment(ids[i], categories[int(grouping.labels[i])].id, float(grouping.scores[i])) for i in range(len(ids))
     ]
     return categories, assignments, sum(old is not None for old in olds)
+
+
+def _kept_labels(
+    olds: list[CategoryRecord | None],
+    member_ids: list[set[int]],
+    namings: list[Naming],
+    max_chars: int,
+) -> list[str | None]:
+    """The stored label of each category whose membership barely changed (None for the others),
+    cleaned; two that clean to the same text (a cut, stripped markup) are told apart."""
+    used: set[str] = set()
+    kept: list[str | None] = []
+    for g, old in enumerate(olds):
+        if old is None or jaccard(set(old.document_ids), member_ids[g]) < KEEP_LABEL_JACCARD:
+            kept.append(None)
+            continue
+        label = unique_label(old.label, namings[g].keywords, used, max_chars=max_chars)
+        used.add(label.lower())
+        kept.append(label)
+    return kept
 
 
 def _fresh_id(workspace: str, member_keys: list[str], taken: set[str]) -> str:

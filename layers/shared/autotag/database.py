@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -34,6 +35,10 @@ class SchemaMismatchError(RuntimeError):
 _LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
+# Seconds to wait for the database to answer a new connection.
+CONNECT_TIMEOUT_SECONDS = 10
+
+
 def database_url(settings: Settings, *, force_fetch: bool = False) -> str:
     if settings.database_url:
         return tls_for_remote_hosts(settings.database_url)
@@ -50,7 +55,9 @@ def tls_for_remote_hosts(url: str) -> str:
     """
     params = psycopg.conninfo.conninfo_to_dict(url)
     hosts = [host for host in str(params.get("host") or "").split(",") if host]
-    if "sslmode" in params or all(host in _LOCAL_HOSTS or host.startswith("/") for host in hosts):
+    # PGSSLMODE is the operator's choice too (e.g. verify-full); a URL parameter would override it.
+    local = all(host in _LOCAL_HOSTS or host.startswith("/") for host in hosts)
+    if "sslmode" in params or os.environ.get("PGSSLMODE") or local:
         return url
     return psycopg.conninfo.make_conninfo(url, sslmode="require")
 
@@ -67,7 +74,7 @@ def _url_from_secret(settings: Settings, *, force_fetch: bool) -> str:
         user=secret["username"],
         password=secret["password"],
         sslmode=settings.database_sslmode,
-        connect_timeout="10",
+        connect_timeout=str(CONNECT_TIMEOUT_SECONDS),
     )
 
 
@@ -94,6 +101,9 @@ def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
     The extension itself is created by `migrate`, under its lock: two cold starts running
     CREATE EXTENSION IF NOT EXISTS at once on a new database collide.
     """
+    # libpq waits 130 s for an unreachable host by default: longer than an invocation has.
+    if "connect_timeout" not in psycopg.conninfo.conninfo_to_dict(url):
+        url = psycopg.conninfo.make_conninfo(url, connect_timeout=str(CONNECT_TIMEOUT_SECONDS))
     conn = psycopg.connect(url, autocommit=False)
     try:
         register_vector(conn)

@@ -22,6 +22,7 @@ import psycopg
 from botocore.exceptions import ClientError
 
 from autotag.chunking import Chunk, ChunkedText, chunk_text
+from autotag.database import CONNECT_TIMEOUT_SECONDS
 from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
 from autotag.extraction import Extracted, ExtractionLimits, Skipped, extract
@@ -29,6 +30,9 @@ from autotag.settings import Settings
 from autotag.store import DocumentStatus, EmbeddedContent, ObjectRef, ObjectVersion, Store, StoredDocument
 
 logger = logging.getLogger(__name__)
+
+# The most a reconnect can take: the connect timeout, twice (again with the secret re-read).
+RECONNECT_SECONDS = 2 * CONNECT_TIMEOUT_SECONDS
 
 
 class OutOfTimeError(RuntimeError):
@@ -143,13 +147,22 @@ def _one_per_content(report: BatchReport, work: list[_Work]) -> list[_Work]:
         other = kept.setdefault(key, unit)
         if other is unit:
             continue
-        if sequencer_is_older(unit.version.sequencer, other.version.sequencer):
+        if _ordered_before(unit.version.sequencer, other.version.sequencer):
             unit, other = other, unit
         kept[key] = unit
         report.add(
             other.item, Outcome(other.change, Result.UNCHANGED, "the same object as another event of this batch")
         )
     return list(kept.values())
+
+
+def _ordered_before(sequencer: str | None, other: str | None) -> bool:
+    """Whether an event with `sequencer` should give way to one with `other`: S3's older
+    sequencer does, and so does an event without one (a reconcile's) to an event with one,
+    so the row keeps the ordering guard."""
+    if not sequencer:
+        return bool(other)
+    return bool(other) and sequencer_is_older(sequencer, other)
 
 
 def _object_size(response: dict[str, Any]) -> int:
@@ -229,8 +242,14 @@ class EmbedPipeline:
         # The connection died under this step (a failover, a restarted proxy, a killed backend).
         # The step's transaction died with it, whole, so it runs again on a new connection, and
         # the documents after it in the batch do not all fail with it.
+        if self.deadline is not None and self.deadline - time.monotonic() < RECONNECT_SECONDS:
+            raise
         logger.warning("database connection lost; reconnecting")
-        self.store = self.reconnect()
+        reconnect, self.reconnect = self.reconnect, None
+        # Once per invocation: if the database stays away, the records go back to the queue
+        # now rather than each waiting out its own connect timeout past the Lambda's end.
+        self.store = reconnect()
+        self.reconnect = reconnect
         return step()
 
     def _prepare(self, change: ObjectChange) -> Outcome | _Work:
@@ -304,8 +323,10 @@ class EmbedPipeline:
 
     def _fetch(self, change: ObjectChange) -> tuple[bytes, ObjectVersion] | Outcome:
         limit = self.settings.max_object_bytes
-        if change.size is not None and change.size > limit:
-            # The event says how large the object is: it is not fetched at all.
+        if change.size is not None and change.size > limit and change.sequencer:
+            # S3's event says how large the object is: it is not fetched at all, and the
+            # sequencer keeps a stale event from overwriting a newer row. A reconcile event
+            # (no sequencer) may describe an object overwritten since: it reads a range.
             version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
             return self._too_large(change, version, f"{change.size} bytes")
         try:

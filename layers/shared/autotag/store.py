@@ -180,7 +180,9 @@ class Store:
             " embedding, embedded_at)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', %s, %s, %s, %s, %s, now())"
             " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
-            " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
+            # An event without S3's sequencer (a reconcile's) keeps the row's ordering guard.
+            " version_id = EXCLUDED.version_id, sequencer = COALESCE(EXCLUDED.sequencer, documents.sequencer),"
+            " size_bytes = EXCLUDED.size_bytes,"
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " title = EXCLUDED.title, status = 'embedded', reason = EXCLUDED.reason, model = EXCLUDED.model,"
             " token_count = EXCLUDED.token_count, chunk_count = EXCLUDED.chunk_count,"
@@ -224,7 +226,7 @@ class Store:
     def write_unchanged(self, ref: ObjectRef, version: ObjectVersion) -> None:
         """Inside `locked_document`: same content and model; only the object's identity moved on."""
         self.conn.execute(
-            "UPDATE documents SET etag = %s, version_id = %s, sequencer = %s, updated_at = now()"
+            "UPDATE documents SET etag = %s, version_id = %s, sequencer = COALESCE(%s, sequencer), updated_at = now()"
             " WHERE workspace = %s AND bucket = %s AND key = %s",
             (version.etag, version.version_id, version.sequencer, ref.workspace, ref.bucket, ref.key),
         )
@@ -245,7 +247,9 @@ class Store:
             " content_sha256, content_type, status, reason)"
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
-            " version_id = EXCLUDED.version_id, sequencer = EXCLUDED.sequencer, size_bytes = EXCLUDED.size_bytes,"
+            # An event without S3's sequencer (a reconcile's) keeps the row's ordering guard.
+            " version_id = EXCLUDED.version_id, sequencer = COALESCE(EXCLUDED.sequencer, documents.sequencer),"
+            " size_bytes = EXCLUDED.size_bytes,"
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " status = EXCLUDED.status, reason = EXCLUDED.reason, embedding = NULL, model = NULL,"
             " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now(),"
