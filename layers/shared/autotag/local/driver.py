@@ -19,6 +19,8 @@ from threading import Event
 from types import ModuleType
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from autotag.local.stack import REGION, LocalStack, QueuePair, Sequencers, normalise_moto_event
 from autotag.local.template_rules import QueueRules
 
@@ -153,12 +155,19 @@ class QueueDriver:
             failed = {m["MessageId"] for m in messages}
         self.stats.failed_records += len(failed)
         for message in messages:
-            if message["MessageId"] in failed:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                )
-            else:
-                self.sqs.delete_message(QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"])
+            try:
+                if message["MessageId"] in failed:
+                    self.sqs.change_message_visibility(
+                        QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    )
+                else:
+                    self.sqs.delete_message(QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"])
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ReceiptHandleIsInvalid":
+                    raise
+                # The invocation outlasted the visibility timeout and the message was received
+                # again (as on AWS); the newer receive settles it.
+                logger.warning("%s: message %s was received again meanwhile", self.function_name, message["MessageId"])
         if self.on_batch is not None:
             self.on_batch(self.stats)
 

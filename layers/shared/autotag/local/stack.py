@@ -150,10 +150,14 @@ def normalise_moto_event(body: str, sequencer: str) -> str:
     classic notifications), and stamps every event with the same sequencer (AWS's grows per
     key), so the caller supplies one.
     """
-    event = json.loads(body)
-    obj = event.get("detail", {}).get("object")
-    if event.get("source") != "aws.s3" or not isinstance(obj, dict) or "eTag" not in obj:
-        return body  # already AWS's shape
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return body  # not an event at all: the handler rejects it with the reason
+    detail = event.get("detail") if isinstance(event, dict) else None
+    obj = detail.get("object") if isinstance(detail, dict) else None
+    if not isinstance(obj, dict) or event.get("source") != "aws.s3" or "eTag" not in obj:
+        return body  # already AWS's shape, or not an S3 event (the handler decides)
     obj["etag"] = obj.pop("eTag")
     obj["key"] = quote_plus(obj["key"], safe="/")
     obj["sequencer"] = sequencer
