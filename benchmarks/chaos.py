@@ -278,8 +278,9 @@ class ChaosResult:
 
 
 class Chaos:
-    def __init__(self, config: ChaosConfig, out_dir: Path, progress: TextIO) -> None:
+    def __init__(self, config: ChaosConfig, out_dir: Path, progress: TextIO, database_url: str) -> None:
         self.config = config
+        self.database_url = database_url
         self.out_dir = out_dir
         self.progress = progress
         self.plan: Plan = make_plan(config.uploads, config.workspaces, config.seed, MAX_OBJECT_BYTES)
@@ -317,6 +318,9 @@ class Chaos:
             "AUTOTAG_MAX_CATEGORIES": "10",
             # moto answers a long poll only after the full wait, even when the queue is empty.
             "AUTOTAG_REDRIVE_WAIT_SECONDS": "0",
+            # Empty: the embedded PostgreSQL under the output folder, never a DATABASE_URL of the
+            # environment (the run terminates every connection of its database).
+            "DATABASE_URL": self.database_url,
         }
 
     def _run(self, pipeline: LocalPipeline, server: FakeOpenAIServer) -> ChaosResult:
@@ -564,8 +568,11 @@ def _workspaces_behind(url: str, workspaces: list[str]) -> int:
     return int(rows[0]) if rows else 0
 
 
-def run_chaos(config: ChaosConfig, out_dir: Path, progress: TextIO | None = None) -> ChaosResult:
-    return Chaos(config, out_dir, progress or sys.stderr).run()
+def run_chaos(
+    config: ChaosConfig, out_dir: Path, progress: TextIO | None = None, *, database_url: str = ""
+) -> ChaosResult:
+    """One chaos run; `database_url` is an empty database to use instead of a fresh embedded one."""
+    return Chaos(config, out_dir, progress or sys.stderr, database_url).run()
 
 
 def main(argv: list[str] | None = None) -> int:

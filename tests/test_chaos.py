@@ -10,16 +10,13 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import pytest
-
 from benchmarks.chaos import ChaosConfig, run_chaos
 
 
-def test_a_small_chaos_run_loses_nothing(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", database_url)
+def test_a_small_chaos_run_loses_nothing(database_url: str, tmp_path: Path) -> None:
     progress = io.StringIO()
 
-    result = run_chaos(ChaosConfig(uploads=200, db_kills=1), tmp_path / "chaos", progress)
+    result = run_chaos(ChaosConfig(uploads=200, db_kills=1), tmp_path / "chaos", progress, database_url=database_url)
 
     assert result.passed, "\n" + result.table()
     actual = {check.name: check.actual for check in result.checks}
