@@ -257,7 +257,7 @@ class ChaosResult:
         return all(check.ok is not False for check in self.checks)
 
     def add(self, name: str, expected: object, actual: object, ok: bool | None = None) -> None:
-        if ok is None and expected != "":
+        if ok is None:
             ok = expected == actual
         self.checks.append(Check(name, str(expected), str(actual), ok))
 
@@ -351,7 +351,7 @@ class Chaos:
         self._drain(ingest, cluster, sqs, stack.ingest.url, stack.cluster.url)
         result = ChaosResult(seconds=time.monotonic() - started)
         self.say(f"  drained again; checking ({result.seconds:.0f} s so far)")
-        self._check(result, pipeline, server, embed.counters, ingest, cluster, report)
+        self._check(result, pipeline, server, embed.counters, (ingest, cluster), report)
         return result
 
     def _burst(self, pipeline: LocalPipeline, ingest: ChaosDriver, cluster: ChaosDriver) -> None:
@@ -409,19 +409,35 @@ class Chaos:
         pipeline: LocalPipeline,
         server: FakeOpenAIServer,
         counters: Counters,
-        ingest: ChaosDriver,
-        cluster: ChaosDriver,
+        drivers: tuple[ChaosDriver, ChaosDriver],
         report: dict[str, Any],
     ) -> None:
         stack = pipeline.stack
-        settings = get_runtime().settings
-        plan = self.plan
-        listed = _listing(stack.s3, stack.bucket)
-        rows = _rows(database.database_url(settings), stack.bucket, sorted({k.split("/", 1)[0] for k in plan.fates}))
-        result.figure("keys uploaded", len(plan.fates))
-        result.figure("uploads (PUT), duplicates and overwrites included", plan.puts)
-        result.add("objects in the bucket (as planned)", len(plan.final), len(listed), set(listed) == set(plan.final))
+        result.figure("keys uploaded", len(self.plan.fates))
+        result.figure("uploads (PUT), duplicates and overwrites included", self.plan.puts)
+        self._check_documents(result, stack)
+        ingest_dead = dead_letters(stack, stack.ingest)
+        bad_bodies = set(self.plan.bad_events)
+        result.add("IngestDLQ: the unparseable events", len(bad_bodies), len(ingest_dead))
+        unexplained = [
+            m for m in ingest_dead if m["Body"] not in bad_bodies or PARKED_REASON not in m.get("MessageAttributes", {})
+        ]
+        result.add("IngestDLQ: messages not a bad event, or with no reason", 0, len(unexplained))
+        result.add("ClusterDLQ messages", 0, len(dead_letters(stack, stack.cluster)))
+        self._check_faults(result, server, counters, drivers, report)
+        result.figure("wall time (s)", f"{result.seconds:.1f}")
+        result.figure("documents/s (keys uploaded / wall time)", f"{len(self.plan.fates) / result.seconds:.1f}")
 
+    def _check_documents(self, result: ChaosResult, stack: Any) -> None:
+        """The rows against the bucket: one up-to-date row per object, none for deleted ones."""
+        settings = get_runtime().settings
+        url = database.database_url(settings)
+        workspaces = sorted({key.split("/", 1)[0] for key in self.plan.fates})
+        listed = _listing(stack.s3, stack.bucket)
+        rows = _rows(url, stack.bucket, workspaces)
+        result.add(
+            "objects in the bucket (as planned)", len(self.plan.final), len(listed), set(listed) == set(self.plan.final)
+        )
         expected_embedded, expected_skipped = self._expected_outcomes(settings)
         up_to_date = [
             key
@@ -445,32 +461,26 @@ class Chaos:
             and row["chunks"] == 0
         ]
         result.add("bad objects skipped with their reason", len(expected_skipped), len(skipped))
-        invalid = [k for k, kind in plan.bad.items() if kind is Bad.INVALID_UTF8]
-        result.figure("  of the bad: invalid UTF-8 read as legacy text (embedded)", len(set(invalid) & set(up_to_date)))
-        live_deleted = [k for k in plan.deleted if k in rows and rows[k]["status"] != "deleted"]
+        invalid = {key for key, kind in self.plan.bad.items() if kind is Bad.INVALID_UTF8}
+        result.figure("  of the bad: invalid UTF-8 read as legacy text (embedded)", len(invalid & set(up_to_date)))
+        live_deleted = [key for key in self.plan.deleted if key in rows and rows[key]["status"] != "deleted"]
         result.add("deleted objects with a row (tombstones aside)", 0, len(live_deleted))
-        orphans = [k for k, row in rows.items() if k not in listed and row["status"] != "deleted"]
+        orphans = [key for key, row in rows.items() if key not in listed and row["status"] != "deleted"]
         result.add("rows of objects not in the bucket (tombstones aside)", 0, len(orphans))
         result.add("rows failed", 0, sum(1 for row in rows.values() if row["status"] == "failed"))
-        embedded = [row for row in rows.values() if row["status"] == "embedded"]
-        result.add("embedded documents without a category", 0, sum(1 for row in embedded if not row["categorised"]))
-        behind = _workspaces_behind(database.database_url(settings), sorted({k.split("/", 1)[0] for k in plan.fates}))
-        result.add("workspaces whose categories are behind their documents", 0, behind)
+        uncategorised = [row for row in rows.values() if row["status"] == "embedded" and not row["categorised"]]
+        result.add("embedded documents without a category", 0, len(uncategorised))
+        result.add("workspaces whose categories are behind their documents", 0, _workspaces_behind(url, workspaces))
 
-        ingest_dead = dead_letters(stack, stack.ingest)
-        bad_bodies = set(plan.bad_events)
-        result.add("IngestDLQ: the unparseable events", len(plan.bad_events), len(ingest_dead))
-        result.add(
-            "IngestDLQ: messages not a bad event, or with no reason",
-            0,
-            sum(
-                1
-                for m in ingest_dead
-                if m["Body"] not in bad_bodies or PARKED_REASON not in m.get("MessageAttributes", {})
-            ),
-        )
-        result.add("ClusterDLQ messages", 0, len(dead_letters(stack, stack.cluster)))
-
+    def _check_faults(
+        self,
+        result: ChaosResult,
+        server: FakeOpenAIServer,
+        counters: Counters,
+        drivers: tuple[ChaosDriver, ChaosDriver],
+        report: dict[str, Any],
+    ) -> None:
+        """The faults really happened: as the server, the harness and the reprocessing pass counted them."""
         faults = server.fault_counts()
         result.at_least("API: 429 with Retry-After", 1, faults["rate_limited"])
         result.at_least("API: 429 without Retry-After", 1, faults["rate_limited_bare"])
@@ -486,6 +496,7 @@ class Chaos:
         result.at_least("  connections terminated by them", self.config.db_kills, counters.backends_killed)
         result.at_least("invocations that died halfway (Lambda timeout)", 1, counters.timed_out)
         result.at_least("records delivered twice", 1, counters.duplicates_sent)
+        ingest, cluster = drivers
         result.at_least("records retried (batch item failures)", 1, ingest.stats.failed_records)
         redrive = report["redrive"]
         result.at_least("reprocess: redriven from the DLQs", 1, sum(c["redriven"] for c in redrive.values()))
@@ -496,8 +507,6 @@ class Chaos:
             f"{found['missing']} / {found['stale']} / {found['gone']} / {found['failed']}",
         )
         result.figure("invocations: embed / cluster", f"{ingest.stats.invocations} / {cluster.stats.invocations}")
-        result.figure("wall time (s)", f"{result.seconds:.1f}")
-        result.figure("documents/s (keys uploaded / wall time)", f"{len(plan.fates) / result.seconds:.1f}")
 
     def _expected_outcomes(self, settings: Settings) -> tuple[list[str], list[str]]:
         """Keys in the bucket that must end embedded, and those that must end skipped."""
