@@ -83,7 +83,7 @@ def test_once_stopped_the_batches_in_flight_finish_and_no_more_are_taken(stack: 
     assert driver.stats.failed_records == 0
 
 
-@pytest.mark.parametrize("body", ["this is not JSON", '{"source": "aws.s3", "detail"', "[1, 2, 3]", '{"detail": 7}'])
+@pytest.mark.parametrize("body", ["this is not JSON", '{"source": "aws.s3", "detail"', "[1, 2, 3]"])
 def test_an_ingest_message_that_is_not_an_s3_event_reaches_the_handler_unchanged(stack: LocalStack, body: str) -> None:
     # The poller used to parse every body itself and died on one that was not JSON.
     seen: list[str] = []

@@ -137,9 +137,9 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
-    status: int = NO_RESPONSE
     #: The :class:`FaultMix` fault drawn for this request (its field name), if any.
-    fault: str | None = None
+    fault: str | None = field(default=None, kw_only=True)
+    status: int = NO_RESPONSE
 
 
 @dataclass

@@ -154,22 +154,31 @@ class QueueDriver:
             self.stats.crashed_invocations += 1
             failed = {m["MessageId"] for m in messages}
         self.stats.failed_records += len(failed)
+        # As Lambda's event source mapping does: the batch's successes deleted in one call.
+        done = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(messages)
+            if m["MessageId"] not in failed
+        ]
+        if done:
+            self.sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=done)
         for message in messages:
-            try:
-                if message["MessageId"] in failed:
-                    self.sqs.change_message_visibility(
-                        QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                    )
-                else:
-                    self.sqs.delete_message(QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"])
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ReceiptHandleIsInvalid":
-                    raise
-                # The invocation outlasted the visibility timeout and the message was received
-                # again (as on AWS); the newer receive settles it.
-                logger.warning("%s: message %s was received again meanwhile", self.function_name, message["MessageId"])
+            if message["MessageId"] in failed:
+                self._retry_now(message)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _retry_now(self, message: dict[str, Any]) -> None:
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ReceiptHandleIsInvalid":
+                raise
+            # The invocation outlasted the visibility timeout and the message was received
+            # again (as on AWS); the newer receive settles it.
+            logger.warning("%s: message %s was received again meanwhile", self.function_name, message["MessageId"])
 
 
 def dead_letters(stack: LocalStack, queue: QueuePair) -> list[dict[str, Any]]:
