@@ -108,6 +108,7 @@ class Counters:
     invocations: int = 0
     timed_out: int = 0
     duplicates_sent: int = 0
+    unparseable_duplicates: int = 0  # of those, messages no handler can parse (each also ends in the DLQ)
     db_kills: int = 0
     backends_killed: int = 0
 
@@ -141,8 +142,10 @@ class ChaosEmbed:
         killer: ConnectionKiller,
         server: FakeOpenAIServer,
         expected_invocations: int,
+        unparseable: set[str],
     ) -> None:
         self.handler = handler
+        self.unparseable = unparseable
         self.config = config
         self.sqs = sqs
         self.queue_url = queue_url
@@ -178,6 +181,7 @@ class ChaosEmbed:
                 self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)
             with self.lock:
                 self.counters.duplicates_sent += len(again)
+                self.counters.unparseable_duplicates += sum(1 for body in again if body in self.unparseable)
             return response
         finally:
             with self.lock:
@@ -336,6 +340,7 @@ class Chaos:
             killer=killer,
             server=server,
             expected_invocations=max(10, self.plan.puts // stack.rules.ingest.batch_size),
+            unparseable=set(self.plan.bad_events),
         )
         ingest = ChaosDriver(stack, stack.ingest, stack.rules.ingest, embed, "EmbedFunction", normalise=True)
         cluster = ChaosDriver(stack, stack.cluster, stack.rules.cluster, pipeline.cluster, "ClusterFunction")
@@ -418,7 +423,11 @@ class Chaos:
         self._check_documents(result, stack)
         ingest_dead = dead_letters(stack, stack.ingest)
         bad_bodies = set(self.plan.bad_events)
-        result.add("IngestDLQ: the unparseable events", len(bad_bodies), len(ingest_dead))
+        result.add(
+            "IngestDLQ: the unparseable events (duplicates included)",
+            len(self.plan.bad_events) + counters.unparseable_duplicates,
+            len(ingest_dead),
+        )
         unexplained = [
             m for m in ingest_dead if m["Body"] not in bad_bodies or PARKED_REASON not in m.get("MessageAttributes", {})
         ]
@@ -462,7 +471,7 @@ class Chaos:
         ]
         result.add("bad objects skipped with their reason", len(expected_skipped), len(skipped))
         invalid = {key for key, kind in self.plan.bad.items() if kind is Bad.INVALID_UTF8}
-        result.figure("  of the bad: invalid UTF-8 read as legacy text (embedded)", len(invalid & set(up_to_date)))
+        result.figure("  of the bad: invalid UTF-8 embedded as the extractor reads it", len(invalid & set(up_to_date)))
         live_deleted = [key for key in self.plan.deleted if key in rows and rows[key]["status"] != "deleted"]
         result.add("deleted objects with a row (tombstones aside)", 0, len(live_deleted))
         orphans = [key for key, row in rows.items() if key not in listed and row["status"] != "deleted"]
