@@ -21,6 +21,12 @@ Usage::
         server.inject(429, retry_after=2)
         ...
 
+or, for a long run, a seeded mix of faults drawn request by request
+(``make chaos``)::
+
+    server.fail_randomly(FaultMix(rate_limited=0.1, server_error=0.02, reset=0.01), seed=7)
+    server.fault_counts()  # how many of each were served
+
 Only the standard library and numpy are used so the helper works in any test
 environment the project already has.
 """
