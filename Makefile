@@ -128,8 +128,8 @@ eval-long-documents: install
 .PHONY: chaos
 
 # The fault-injection and burst run: faults from the embedding API, database connections killed,
-# Lambda timeouts, duplicate deliveries, then one reprocessing pass and the checks (README:
-# "Chaos run"). CHAOS_UPLOADS=200 for a quick one; CI runs that size in tests/test_chaos.py.
+# Lambda timeouts, duplicate deliveries, then one reprocessing pass and the checks (README: "Faults
+# and bursts"). CHAOS_UPLOADS=200 for a quick one; CI runs that size in tests/test_chaos.py.
 CHAOS_UPLOADS ?= 2000
 chaos: install
 	$(BIN)/python -m benchmarks.chaos --uploads $(CHAOS_UPLOADS)
