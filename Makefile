@@ -124,3 +124,12 @@ extraction-size: install
 # First-chunk vs all-chunks document vectors on the BBC corpus (chunk vectors cached in out/).
 eval-long-documents: install
 	$(BIN)/python benchmarks/long_documents.py ../shared/corpora/bbc-news
+
+.PHONY: chaos
+
+# The fault-injection and burst run: faults from the embedding API, database connections killed,
+# Lambda timeouts, duplicate deliveries, then one reprocessing pass and the checks (README: "Faults
+# and bursts"). CHAOS_UPLOADS=200 for a quick one; CI runs that size in tests/test_chaos.py.
+CHAOS_UPLOADS ?= 2000
+chaos: install
+	$(BIN)/python -m benchmarks.chaos --uploads $(CHAOS_UPLOADS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,3 +81,48 @@ def test_once_stopped_the_batches_in_flight_finish_and_no_more_are_taken(stack: 
     assert 1 <= driver.stats.invocations <= rules.concurrency
     assert int(left["Attributes"]["ApproximateNumberOfMessages"]) == total - driver.stats.records > 0
     assert driver.stats.failed_records == 0
+
+
+@pytest.mark.parametrize("body", ["this is not JSON", '{"source": "aws.s3", "detail"', "[1, 2, 3]"])
+def test_an_ingest_message_that_is_not_an_s3_event_reaches_the_handler_unchanged(stack: LocalStack, body: str) -> None:
+    # The poller used to parse every body itself and died on one that was not JSON.
+    seen: list[str] = []
+
+    def reject(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        seen.extend(r["body"] for r in event["Records"])
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]]}
+
+    stack.sqs.send_message(QueueUrl=stack.ingest.url, MessageBody=body)
+    driver = QueueDriver(stack, stack.ingest, stack.rules.ingest, reject, "EmbedFunction", normalise=True)
+
+    driver.drain()
+
+    assert seen == [body] * 3
+    assert [m["Body"] for m in dead_letters(stack, stack.ingest)] == [body]
+
+
+def test_a_failed_message_received_again_while_its_invocation_ran_does_not_stop_the_poller(
+    stack: LocalStack,
+) -> None:
+    # An invocation that outlasts the visibility timeout: another poller receives the message
+    # meanwhile, and the first receipt handle is no longer valid when the invocation returns.
+    send(stack, "slow")
+    url = stack.cluster.url
+    calls: list[str] = []
+
+    def outlast(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        record = event["Records"][0]
+        calls.append(record["body"])
+        if len(calls) > 1:
+            return {"batchItemFailures": []}
+        stack.sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=record["receiptHandle"], VisibilityTimeout=0)
+        assert stack.sqs.receive_message(QueueUrl=url).get("Messages")
+        return {"batchItemFailures": [{"itemIdentifier": record["messageId"]}]}
+
+    one_at_a_time = dataclasses.replace(stack.rules.cluster, concurrency=1)
+    driver = QueueDriver(stack, stack.cluster, one_at_a_time, outlast, "ClusterFunction")
+
+    driver.drain()
+
+    assert driver.stats.crashed_invocations == 0
+    assert calls == ["slow", "slow"]  # the newer receive's invocation settled it

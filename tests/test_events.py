@@ -612,3 +612,9 @@ def test_local_sequencers_are_fixed_per_message_and_grow() -> None:
     assert sequencers("message-1") == first  # a redelivery keeps its place in the order
     assert sequencer_is_older(first, second)
     assert sequencer_is_older("0055AED6DCD90281E5", first)  # the sample events sort earlier
+
+
+@pytest.mark.parametrize("body", ["not json", "[1, 2]", '{"detail": 7}', '{"detail": {"object": "x"}}', "null"])
+def test_a_body_that_is_not_an_s3_event_passes_the_local_normaliser_unchanged(body: str) -> None:
+    """The local poller must not crash on it: the handler rejects it, with the reason."""
+    assert normalise_moto_event(body, "00A1") == body

@@ -6,6 +6,7 @@ speaks the wire format, status codes and headers the client actually relies on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -21,10 +22,12 @@ from tests.support.openai_server import (
     CLIENT_CLOSED,
     NO_RESPONSE,
     FakeOpenAIServer,
+    FaultMix,
     fake_embedding,
 )
 
 MODEL = "text-embedding-3-small"
+EMBEDDINGS = "/v1/embeddings"
 
 
 @pytest.fixture
@@ -183,3 +186,61 @@ def test_server_is_quiet(server: FakeOpenAIServer, client: openai.OpenAI, capfd:
     client.embeddings.create(model=MODEL, input="y")
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def _served(server: FakeOpenAIServer, seed: int, requests: int) -> list[tuple[str | None, int]]:
+    """(fault, status) of each of `requests` embedding calls under a fault mix, retries off."""
+    server.fail_randomly(
+        FaultMix(rate_limited=0.2, rate_limited_bare=0.2, server_error=0.2, reset=0.1, slow=0.1, slow_seconds=0.01),
+        seed=seed,
+    )
+    with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client:
+        for _ in range(requests):
+            with contextlib.suppress(openai.APIError):
+                _embed(client, ["a lease"])
+    return [(r.fault, r.status) for r in server.requests]
+
+
+def test_a_fault_mix_is_reproducible_from_its_seed_and_serves_each_fault_as_drawn() -> None:
+    with FakeOpenAIServer(dimensions=8) as first, FakeOpenAIServer(dimensions=8) as second:
+        served = _served(first, 3, 60)
+        assert served == _served(second, 3, 60)
+    statuses = {fault: {status for f, status in served if f == fault} for fault, _ in served}
+    assert statuses == {
+        None: {200},
+        "rate_limited": {429},
+        "rate_limited_bare": {429},
+        "server_error": {500},
+        "reset": {NO_RESPONSE},
+        "slow": {200},
+    }
+    counts = first.fault_counts()
+    assert counts["rate_limited"] == sum(1 for f, _ in served if f == "rate_limited") > 0
+    assert counts["unavailable"] == counts["stalled"] == counts["timed_out"] == 0
+
+
+def test_the_real_client_retries_through_a_fault_mix_honouring_retry_after(server: FakeOpenAIServer) -> None:
+    server.fail_randomly(
+        FaultMix(rate_limited=0.3, stalled=0.2, retry_after_seconds=0.05, stall_seconds=2.0, path=EMBEDDINGS),
+        seed=11,
+    )
+    with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=8, timeout=0.5) as client:
+        vectors = [_embed(client, [f"document {i}"]) for i in range(10)]
+
+    assert all(v.shape == (1, 64) for v in vectors)
+    counts = server.fault_counts()
+    assert counts["rate_limited"] > 0 and counts["stalled"] > 0
+    assert counts["timed_out"] == counts["stalled"]  # the client gave up on each stalled answer
+    rate_limited = [r for r in server.requests if r.fault == "rate_limited"]
+    assert all(r.status == 429 for r in rate_limited)
+    server.fail_randomly(None)
+    before = len(server.requests)
+    _embed(openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0), ["after"])
+    assert [r.fault for r in server.requests[before:]] == [None]
+
+
+def test_a_fault_mix_must_be_a_probability_distribution() -> None:
+    with pytest.raises(ValueError, match="add up to at most 1"):
+        FaultMix(rate_limited=0.6, server_error=0.5)
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        FaultMix(reset=-0.1)

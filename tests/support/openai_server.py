@@ -21,6 +21,12 @@ Usage::
         server.inject(429, retry_after=2)
         ...
 
+or, for a long run, a seeded mix of faults drawn request by request
+(``make chaos``)::
+
+    server.fail_randomly(FaultMix(rate_limited=0.1, server_error=0.02, reset=0.01), seed=7)
+    server.fault_counts()  # how many of each were served
+
 Only the standard library and numpy are used so the helper works in any test
 environment the project already has.
 """
@@ -32,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import re
 import select
 import socket
@@ -55,6 +62,7 @@ __all__ = [
     "CLIENT_CLOSED",
     "NO_RESPONSE",
     "FakeOpenAIServer",
+    "FaultMix",
     "RecordedRequest",
     "fake_embedding",
 ]
@@ -137,6 +145,8 @@ class RecordedRequest:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
+    #: The :class:`FaultMix` fault drawn for this request (its field name), if any.
+    fault: str | None = field(default=None, kw_only=True)
     status: int = NO_RESPONSE
     received_at: float = field(default_factory=time.monotonic)
 
@@ -152,6 +162,49 @@ class _Rule:
     retry_after: float | None = None
     body: dict[str, Any] | None = None
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class FaultMix:
+    """Probabilities that one request meets each fault, for :meth:`FakeOpenAIServer.fail_randomly`.
+
+    Each request draws at most one fault; the probabilities must add up to at most 1. ``slow``
+    answers after ``slow_seconds`` (within a sane client timeout), ``stalled`` after
+    ``stall_seconds`` (meant to exceed it, so the client gives up and retries).
+    """
+
+    rate_limited: float = 0.0  # 429 with Retry-After: retry_after_seconds
+    rate_limited_bare: float = 0.0  # 429 without Retry-After: the client's own backoff
+    server_error: float = 0.0  # 500
+    unavailable: float = 0.0  # 503
+    reset: float = 0.0  # connection reset, no answer
+    slow: float = 0.0
+    stalled: float = 0.0
+    retry_after_seconds: float = 1.0
+    slow_seconds: float = 0.5
+    stall_seconds: float = 5.0
+    #: Only requests to this path draw faults (None: every path).
+    path: str | None = EMBEDDINGS_PATH
+
+    def __post_init__(self) -> None:
+        chances = [getattr(self, name) for name in _MIX_KINDS]
+        if any(not 0.0 <= chance <= 1.0 for chance in chances) or sum(chances) > 1.0:
+            raise ValueError("fault probabilities must be in [0, 1] and add up to at most 1")
+
+    def rule(self, kind: str, path: str) -> _Rule:
+        """The one-off rule that serves fault `kind` to one request."""
+        if kind == "rate_limited":
+            return _Rule("status", 1, path, status=429, retry_after=self.retry_after_seconds)
+        if kind in _MIX_STATUSES:
+            return _Rule("status", 1, path, status=_MIX_STATUSES[kind])
+        if kind == "reset":
+            return _Rule("reset", 1, path)
+        seconds = self.slow_seconds if kind == "slow" else self.stall_seconds
+        return _Rule("delay", 1, path, seconds=seconds)
+
+
+_MIX_KINDS = ("rate_limited", "rate_limited_bare", "server_error", "unavailable", "reset", "slow", "stalled")
+_MIX_STATUSES = {"rate_limited_bare": 429, "server_error": 500, "unavailable": 503}
 
 
 @dataclass
@@ -584,6 +637,8 @@ class FakeOpenAIServer:
         self._connections: set[socket.socket] = set()
         self._handler_threads: set[threading.Thread] = set()
         self._completion_ids = 0
+        self._mix: FaultMix | None = None
+        self._mix_random = random.Random(0)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -681,6 +736,30 @@ class FakeOpenAIServer:
         """Reset (RST) the connection of the next ``count`` requests without answering."""
         self._add(self._faults, _Rule("reset", count, path))
 
+    def fail_randomly(self, mix: FaultMix | None, *, seed: int = 0) -> None:
+        """From now on, draw a fault from ``mix`` for each request (None: stop).
+
+        The draws come from a generator seeded with ``seed``, one per matching request in
+        arrival order, so a run's sequence of faults is reproducible. Faults queued with
+        :meth:`inject`, :meth:`inject_delay` or :meth:`inject_reset` take precedence.
+        """
+        with self._lock:
+            self._mix = mix
+            self._mix_random = random.Random(seed)
+
+    def fault_counts(self) -> dict[str, int]:
+        """How many requests drew each :class:`FaultMix` fault; ``timed_out`` counts the
+        requests whose client hung up before the answer (a stalled one, typically)."""
+        with self._lock:
+            requests = list(self.requests)
+        counts = dict.fromkeys((*_MIX_KINDS, "timed_out"), 0)
+        for request in requests:
+            if request.fault is not None:
+                counts[request.fault] += 1
+            if request.status == CLIENT_CLOSED:
+                counts["timed_out"] += 1
+        return counts
+
     def _add(self, rules: list[_Rule], rule: _Rule) -> None:
         if rule.remaining < 1:
             raise ValueError("count must be >= 1")
@@ -713,7 +792,14 @@ class FakeOpenAIServer:
         record = RecordedRequest(path=path, body=body, headers=headers)
         with self._lock:
             self.requests.append(record)
-            return record, _take(self._delays, path), _take(self._faults, path)
+            delay, fault = _take(self._delays, path), _take(self._faults, path)
+            mix = self._mix
+            if delay is None and fault is None and mix is not None and mix.path in (None, path):
+                record.fault = _draw(mix, self._mix_random)
+                if record.fault is not None:
+                    rule = mix.rule(record.fault, path)
+                    delay, fault = (rule, None) if rule.kind == "delay" else (None, rule)
+            return record, delay, fault
 
     def _embeddings(self, body: dict[str, Any]) -> dict[str, Any]:
         model = _require_model(body)
@@ -804,6 +890,16 @@ def _take(rules: list[_Rule], path: str) -> _Rule | None:
             if rule.remaining == 0:
                 del rules[position]
             return rule
+    return None
+
+
+def _draw(mix: FaultMix, generator: random.Random) -> str | None:
+    """One fault kind drawn from ``mix``, or None for a normal answer."""
+    point = generator.random()
+    for kind in _MIX_KINDS:
+        point -= getattr(mix, kind)
+        if point < 0:
+            return kind
     return None
 
 

@@ -19,6 +19,8 @@ from threading import Event
 from types import ModuleType
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from autotag.local.stack import REGION, LocalStack, QueuePair, Sequencers, normalise_moto_event
 from autotag.local.template_rules import QueueRules
 
@@ -162,11 +164,21 @@ class QueueDriver:
             self.sqs.delete_message_batch(QueueUrl=self.queue.url, Entries=done)
         for message in messages:
             if message["MessageId"] in failed:
-                self.sqs.change_message_visibility(
-                    QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
-                )
+                self._retry_now(message)
         if self.on_batch is not None:
             self.on_batch(self.stats)
+
+    def _retry_now(self, message: dict[str, Any]) -> None:
+        try:
+            self.sqs.change_message_visibility(
+                QueueUrl=self.queue.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ReceiptHandleIsInvalid":
+                raise
+            # The invocation outlasted the visibility timeout and the message was received
+            # again (as on AWS); the newer receive settles it.
+            logger.warning("%s: message %s was received again meanwhile", self.function_name, message["MessageId"])
 
 
 def dead_letters(stack: LocalStack, queue: QueuePair) -> list[dict[str, Any]]:

@@ -154,7 +154,8 @@ def normalise_moto_event(body: str, sequencer: str) -> str:
         event = json.loads(body)
     except json.JSONDecodeError:
         return body  # not an event at all: the handler rejects it, with the reason
-    obj = event.get("detail", {}).get("object") if isinstance(event, dict) else None
+    detail = event.get("detail") if isinstance(event, dict) else None
+    obj = detail.get("object") if isinstance(detail, dict) else None
     if not isinstance(obj, dict) or event.get("source") != "aws.s3" or "eTag" not in obj:
         return body  # already AWS's shape
     obj["etag"] = obj.pop("eTag")
