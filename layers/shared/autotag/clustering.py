@@ -71,14 +71,17 @@ def group_documents(
 ) -> Grouping:
     """Group documents by topic, choosing how many groups with the cosine silhouette.
 
-    1. Embedding models put every text in a narrow cone, so what tells topics apart is each
-       vector's offset from the workspace mean: vectors are centred and re-normalised.
-    2. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
+    1. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
        polished by spherical KMeans iterations, and the k with the best cosine silhouette wins.
-    3. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
+       The vectors are used as they are: the cosine distance of unit vectors does not depend
+       on where their cone points, and centring them on the workspace mean (then
+       re-normalising) distorts it exactly when topics are of very unequal sizes: the mean
+       then sits inside the biggest topic, whose documents' small offsets from it are blown
+       up to unit length, so that topic looks like many and the small ones look alike.
+    2. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
        shared, shrunk covariance (hard EM of a tied-covariance Gaussian mixture), which
        follows the directions along which documents of one topic actually vary.
-    4. Every document is assigned by that model, block by block (memory stays at the input).
+    3. Every document is assigned by that model, block by block (memory stays at the input).
 
     k lies in [min_groups, min(max_groups, n / MIN_AVERAGE_GROUP)]. `preferred_k` (how many
     categories the workspace has now) wins whenever its silhouette is within
@@ -99,27 +102,14 @@ def group_documents(
     candidates = range(candidates.start, min(candidates.stop, n))  # at most n - 1 groups
     if n < 3 or max_groups < 2 or not candidates:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
-    mean = _mean(vectors)
-    sample = _centred(vectors[_sample_rows(n)], mean)
+    sample = normalise(vectors[_sample_rows(n)])
     axes = _principal_axes(sample)
     reduced = sample @ axes
     labels = _best_cut(sample, reduced, candidates, preferred_k)
     if labels is None:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
     model = _covariance_model(reduced, labels)
-    return _grouping(vectors, _assign(vectors, mean, axes, model))
-
-
-def _mean(vectors: Vectors) -> npt.NDArray[np.float32]:
-    total = np.zeros(vectors.shape[1], dtype=np.float64)
-    for start in range(0, vectors.shape[0], BLOCK_ROWS):
-        total += vectors[start : start + BLOCK_ROWS].sum(axis=0, dtype=np.float64)
-    mean: npt.NDArray[np.float32] = (total / vectors.shape[0]).astype(np.float32)
-    return mean
-
-
-def _centred(block: Vectors, mean: npt.NDArray[np.float32]) -> Vectors:
-    return normalise(block - mean)
+    return _grouping(vectors, _assign(vectors, axes, model))
 
 
 def _sample_rows(n: int) -> npt.NDArray[np.int64]:
@@ -210,12 +200,10 @@ def _discriminant(sample: Vectors, labels: npt.NDArray[np.int64]) -> _LinearMode
     return _LinearModel(weights.astype(np.float32), bias.astype(np.float32))
 
 
-def _assign(
-    vectors: Vectors, mean: npt.NDArray[np.float32], axes: Vectors, model: _LinearModel
-) -> npt.NDArray[np.int64]:
+def _assign(vectors: Vectors, axes: Vectors, model: _LinearModel) -> npt.NDArray[np.int64]:
     labels = np.zeros(vectors.shape[0], dtype=np.int64)
     for start in range(0, vectors.shape[0], BLOCK_ROWS):
-        block = _centred(vectors[start : start + BLOCK_ROWS], mean) @ axes
+        block = normalise(vectors[start : start + BLOCK_ROWS]) @ axes
         labels[start : start + len(block)] = np.argmax(block @ model.weights + model.bias, axis=1)
     return labels
 
