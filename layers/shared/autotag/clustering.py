@@ -15,7 +15,7 @@ from scipy import sparse
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 from sklearn.covariance import ledoit_wolf
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples
 from sklearn.utils.extmath import randomized_svd
 
 from autotag.embeddings import Vectors, normalise
@@ -131,24 +131,34 @@ def _principal_axes(sample: Vectors) -> Vectors:
 def _best_cut(
     sample: Vectors, reduced: Vectors, candidates: range, preferred_k: int | None
 ) -> npt.NDArray[np.int64] | None:
-    """The grouping of `sample`, over the candidate k, with the best cosine silhouette
-    (or with `preferred_k` groups, if that is nearly as good)."""
+    """The grouping of `sample`, over the candidate k, chosen by the cosine silhouette: the
+    fewest groups whose silhouette is within one standard error of the best (or `preferred_k`
+    groups, if that is nearly as good).
+
+    The one-standard-error rule (as for the gap statistic): k whose mean silhouettes differ by
+    less than their sampling error are equally supported, and the simpler grouping is the one
+    a person can use. It only matters for small workspaces, where the error is large; on
+    thousands of documents it is a few thousandths.
+    """
     tree = linkage(reduced, method="ward")
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
     np.fill_diagonal(distances, 0.0)
-    scored: dict[int, tuple[float, npt.NDArray[np.int64]]] = {}
+    scored: dict[int, tuple[float, float, npt.NDArray[np.int64]]] = {}
     for k in candidates:
         labels = _lloyd(sample, (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64))
         found = len(np.unique(labels))
         if found < 2 or found in scored:
             continue
-        scored[found] = (float(silhouette_score(distances, labels, metric="precomputed")), labels)
+        silhouettes = silhouette_samples(distances, labels, metric="precomputed")
+        error = float(np.std(silhouettes, ddof=1) / np.sqrt(len(silhouettes)))
+        scored[found] = (float(np.mean(silhouettes)), error, labels)
     if not scored:
         return None
     best_k = max(scored, key=lambda k: (scored[k][0], -k))
-    if preferred_k in scored and scored[preferred_k][0] >= scored[best_k][0] - STICKY_SILHOUETTE:
-        best_k = preferred_k
-    return scored[best_k][1]
+    best, error, _ = scored[best_k]
+    if preferred_k in scored and scored[preferred_k][0] >= best - STICKY_SILHOUETTE:
+        return scored[preferred_k][2]
+    return scored[min(k for k in scored if scored[k][0] >= best - error)][2]
 
 
 def _lloyd(sample: Vectors, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
