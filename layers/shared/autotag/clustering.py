@@ -72,7 +72,8 @@ def group_documents(
     """Group documents by topic, choosing how many groups with the cosine silhouette.
 
     1. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
-       polished by spherical KMeans iterations, and the k with the best cosine silhouette wins.
+       polished by spherical KMeans iterations, and the cosine silhouette picks k (the fewest
+       groups within one standard error of the best).
        The vectors are used as they are: the cosine distance of unit vectors does not depend
        on where their cone points, and centring them on the workspace mean (then
        re-normalising) distorts it exactly when topics are of very unequal sizes: the mean
