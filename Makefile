@@ -104,8 +104,9 @@ build: tools install model-layer
 chromium:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
-# Our grouping vs KMeans with the true k vs BERTopic defaults, on BBC News and a man-page corpus
-# built from this machine, on the same cached vectors; BERTopic is installed only here, with
+# Our grouping vs KMeans with the true k vs BERTopic defaults, on BBC News (also cut to unequal
+# class sizes), a man-page corpus and a SciPy docstring corpus built from this machine, on the
+# same cached vectors; BERTopic is installed only here, with
 # torch pinned so nothing pulls CUDA.
 bench-quality: install
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[local,dev,bench]"

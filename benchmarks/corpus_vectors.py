@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,16 @@ import numpy as np
 from autotag.chunking import chunk_text
 from autotag.embeddings import Embedder, Vectors, build_embedder, document_vector
 from autotag.extraction import Extracted, extract
+from autotag.ingest import chunk_windows
 from autotag.settings import Settings
 
 CACHE_ROOT = Path("out/vectors")
 # Documents whose chunks go to the model in one call: big enough to batch well, small enough
 # to show progress.
 EMBED_SLICE = 64
+# Bumped whenever the way vectors are computed changes, so older caches are rebuilt
+# (version 1 cut every document into no chunks: all its vectors were zero).
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -60,14 +65,20 @@ def load_corpus_vectors(
     meta_path, vectors_path = cache / "meta.json", cache / "vectors.npy"
     if meta_path.exists() and vectors_path.exists():
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta["corpus_files"] == names:
-            return CorpusVectors(np.load(vectors_path), names, meta["labels"], meta["texts"])
+        if meta.get("format") == CACHE_FORMAT and meta["corpus_files"] == names:
+            return CorpusVectors(np.load(vectors_path), meta["files"], meta["labels"], meta["texts"])
     embedded = embed_corpus(files, build_embedder(settings), settings)
     cache.mkdir(parents=True, exist_ok=True)
     np.save(vectors_path, embedded.vectors)
     meta_path.write_text(
         json.dumps(
-            {"corpus_files": names, "files": embedded.files, "labels": embedded.labels, "texts": embedded.texts}
+            {
+                "format": CACHE_FORMAT,
+                "corpus_files": names,
+                "files": embedded.files,
+                "labels": embedded.labels,
+                "texts": embedded.texts,
+            }
         ),
         encoding="utf-8",
     )
@@ -75,7 +86,8 @@ def load_corpus_vectors(
 
 
 def embed_corpus(files: list[Path], embedder: Embedder, settings: Settings) -> CorpusVectors:
-    max_tokens = min(settings.chunk_tokens, embedder.max_input_tokens)
+    # The pipeline's own windows (an uncapped AUTOTAG_MAX_CHUNKS_PER_DOCUMENT is 0, not "no chunks").
+    windows = chunk_windows(settings, embedder.max_input_tokens)
     extracted: list[tuple[Path, Extracted]] = []
     for path in files:
         result = extract(path.name, path.read_bytes())
@@ -91,9 +103,9 @@ def embed_corpus(files: list[Path], embedder: Embedder, settings: Settings) -> C
             chunk_text(
                 doc.text,
                 embedder.tokenizer,
-                max_tokens=max_tokens,
-                overlap=settings.chunk_overlap_tokens,
-                max_chunks=settings.max_chunks_per_document,
+                max_tokens=windows.tokens,
+                overlap=windows.overlap,
+                max_chunks=windows.max_chunks,
             ).chunks
             for _, doc in part
         ]
@@ -110,6 +122,18 @@ def embed_corpus(files: list[Path], embedder: Embedder, settings: Settings) -> C
         labels=[p.parent.name for p, _ in extracted],
         texts=[doc.text for _, doc in extracted],
     )
+
+
+def build_corpus_main(description: str, build: Callable[[Path], dict[str, int]], unit: str) -> int:
+    """The command line of a corpus builder: `build` writes <out>/<class>/<file>, the class sizes are printed."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    sizes = build(args.out)
+    for label, size in sizes.items():
+        print(f"{label:12} {size}")
+    print(f"{sum(sizes.values())} {unit} in {len(sizes)} classes under {args.out}")
+    return 0
 
 
 def main() -> int:

@@ -14,13 +14,14 @@ the page's own words, which is all the embedding sees.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import random
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from corpus_vectors import build_corpus_main
 
 MAN_ROOT = Path("/usr/share/man")
 # The most pages a class keeps (a random sample of its pages): the biggest classes then stay
@@ -116,14 +117,8 @@ def build(out: Path, *, man_root: Path = MAN_ROOT) -> dict[str, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    sizes = build(args.out)
-    for label, size in sizes.items():
-        print(f"{label:12} {size}")
-    print(f"{sum(sizes.values())} pages in {len(sizes)} classes under {args.out}")
-    return 0
+    status: int = build_corpus_main(__doc__ or "", build, "pages")
+    return status
 
 
 if __name__ == "__main__":

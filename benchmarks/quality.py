@@ -8,6 +8,10 @@ recognisable: the label and the class names are embedded with the same model, an
 counts when the class name nearest to it is its category's majority class.
 
     python benchmarks/quality.py ../shared/corpora/bbc-news [--second out/corpora/manpages]
+        [--third out/corpora/scipy-docs]
+
+BBC News is also cut to very unequal class sizes, by several share profiles (which class is
+big changes between them), so that the choice of k is not judged on balanced classes alone.
 
 Vectors come from benchmarks/corpus_vectors.py's cache (built on first use).
 """
@@ -31,6 +35,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from corpus_vectors import CorpusVectors, load_corpus_vectors
+from docstring_corpus import build as build_docstrings
 from manpage_corpus import build as build_manpages
 
 from autotag.categorize import LABEL_TEXT_CHARS, typical_members
@@ -40,6 +45,15 @@ from autotag.labels import name_categories
 from autotag.settings import Settings
 
 Labels = npt.NDArray[np.int64]
+
+# Share of each BBC class kept (classes in alphabetical order: business, entertainment,
+# politics, sport, tech): one class whole, the others ever smaller, the big class varying.
+UNEQUAL_PROFILES: dict[str, list[float]] = {
+    "unequal 1/.4/.15/.06/.03": [1.0, 0.4, 0.15, 0.06, 0.03],
+    "unequal 1/.5/.25/.12/.06": [1.0, 0.5, 0.25, 0.12, 0.06],
+    "unequal .03/.06/.15/.4/1": [0.03, 0.06, 0.15, 0.4, 1.0],
+    "unequal .15/1/.03/.4/.06": [0.15, 1.0, 0.03, 0.4, 0.06],
+}
 
 
 @dataclass(frozen=True)
@@ -133,7 +147,7 @@ def recognisable_labels(data: CorpusVectors, labels: Labels, settings: Settings)
 
 def _line(row: Row) -> str:
     return (
-        f"| {row.corpus:28} | {row.method:24} | {row.categories:10} | {row.nmi:6.4f} | {row.ari:6.4f} "
+        f"| {row.corpus:34} | {row.method:24} | {row.categories:10} | {row.nmi:6.4f} | {row.ari:6.4f} "
         f"| {row.unassigned:10.1%} | {row.seconds:7.1f} |"
     )
 
@@ -144,17 +158,20 @@ def main() -> int:
     parser.add_argument(
         "--second", type=Path, default=Path("out/corpora/manpages"), help="second corpus (built if missing)"
     )
+    parser.add_argument(
+        "--third", type=Path, default=Path("out/corpora/scipy-docs"), help="third corpus (built if missing)"
+    )
     args = parser.parse_args()
     settings = Settings()
     bbc = load_corpus_vectors(args.corpus, settings=settings)
-    if not args.second.exists():
-        build_manpages(args.second)
-    corpora = {
-        f"{args.corpus.name} ({bbc.classes} classes)": bbc,
-        f"{args.corpus.name} unequal": subsample(bbc, [1.0, 0.4, 0.15, 0.06, 0.03]),
-    }
-    second = load_corpus_vectors(args.second, settings=settings)
-    corpora[f"{args.second.name} ({second.classes} classes)"] = second
+    corpora = {f"{args.corpus.name} ({bbc.classes} classes)": bbc}
+    for profile, shares in UNEQUAL_PROFILES.items():
+        corpora[f"{args.corpus.name} {profile}"] = subsample(bbc, shares)
+    for path, build in ((args.second, build_manpages), (args.third, build_docstrings)):
+        if not path.exists():
+            build(path)
+        data = load_corpus_vectors(path, settings=settings)
+        corpora[f"{path.name} ({data.classes} classes)"] = data
     rows: list[Row] = []
     bbc_labels: Labels | None = None
     for name, data in corpora.items():
@@ -166,8 +183,8 @@ def main() -> int:
             rows.append(row)
             if data is bbc and run is ours:
                 bbc_labels = labels
-    print(f"\n| {'corpus':28} | {'method':24} | categories | NMI    | ARI    | unassigned | seconds |")
-    print("|" + "|".join("-" * (width + 2) for width in (28, 24, 10, 6, 6, 10, 7)) + "|")
+    print(f"\n| {'corpus':34} | {'method':24} | categories | NMI    | ARI    | unassigned | seconds |")
+    print("|" + "|".join("-" * (width + 2) for width in (34, 24, 10, 6, 6, 10, 7)) + "|")
     for row in rows:
         print(_line(row))
     assert bbc_labels is not None

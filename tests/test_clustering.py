@@ -99,6 +99,23 @@ def test_well_separated_blobs_are_recovered(seed: int, per_blob: int, max_groups
     assert grouping.scores.min() > 0.9
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_topics_of_very_unequal_sizes_in_a_narrow_cone(seed: int) -> None:
+    # Like real embeddings, every vector shares one strong common direction; one topic has 40
+    # times the documents of the smallest. Centring on the workspace mean (which then lies
+    # inside the big topic) would merge the small topics into one and split the big one.
+    rng = np.random.default_rng(seed)
+    sizes = [600, 120, 40, 15]
+    cone = normalise(rng.standard_normal((1, 64)))
+    topics = normalise(rng.standard_normal((len(sizes), 64)))
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    vectors = normalise(2.0 * cone + topics[truth] + 0.08 * rng.standard_normal((len(truth), 64)))
+    grouping = group_documents(vectors)
+    assert grouping.k == len(sizes)
+    assert normalized_mutual_info_score(truth, grouping.labels) == pytest.approx(1.0)
+    check_consistent(grouping, vectors)
+
+
 def test_grouping_is_deterministic() -> None:
     vectors, _ = blobs(5, 12, seed=7, noise=0.2)
     first = group_documents(vectors, max_groups=8)

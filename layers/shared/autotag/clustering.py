@@ -15,7 +15,7 @@ from scipy import sparse
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 from sklearn.covariance import ledoit_wolf
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples
 from sklearn.utils.extmath import randomized_svd
 
 from autotag.embeddings import Vectors, normalise
@@ -71,14 +71,18 @@ def group_documents(
 ) -> Grouping:
     """Group documents by topic, choosing how many groups with the cosine silhouette.
 
-    1. Embedding models put every text in a narrow cone, so what tells topics apart is each
-       vector's offset from the workspace mean: vectors are centred and re-normalised.
-    2. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
-       polished by spherical KMeans iterations, and the k with the best cosine silhouette wins.
-    3. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
+    1. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
+       polished by spherical KMeans iterations, and the cosine silhouette picks k (the fewest
+       groups within one standard error of the best).
+       The vectors are used as they are: the cosine distance of unit vectors does not depend
+       on where their cone points, and centring them on the workspace mean (then
+       re-normalising) distorts it exactly when topics are of very unequal sizes: the mean
+       then sits inside the biggest topic, whose documents' small offsets from it are blown
+       up to unit length, so that topic looks like many and the small ones look alike.
+    2. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
        shared, shrunk covariance (hard EM of a tied-covariance Gaussian mixture), which
        follows the directions along which documents of one topic actually vary.
-    4. Every document is assigned by that model, block by block (memory stays at the input).
+    3. Every document is assigned by that model, block by block (memory stays at the input).
 
     k lies in [min_groups, min(max_groups, n / MIN_AVERAGE_GROUP)]. `preferred_k` (how many
     categories the workspace has now) wins whenever its silhouette is within
@@ -99,27 +103,14 @@ def group_documents(
     candidates = range(candidates.start, min(candidates.stop, n))  # at most n - 1 groups
     if n < 3 or max_groups < 2 or not candidates:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
-    mean = _mean(vectors)
-    sample = _centred(vectors[_sample_rows(n)], mean)
+    sample = normalise(vectors[_sample_rows(n)])
     axes = _principal_axes(sample)
     reduced = sample @ axes
     labels = _best_cut(sample, reduced, candidates, preferred_k)
     if labels is None:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
     model = _covariance_model(reduced, labels)
-    return _grouping(vectors, _assign(vectors, mean, axes, model))
-
-
-def _mean(vectors: Vectors) -> npt.NDArray[np.float32]:
-    total = np.zeros(vectors.shape[1], dtype=np.float64)
-    for start in range(0, vectors.shape[0], BLOCK_ROWS):
-        total += vectors[start : start + BLOCK_ROWS].sum(axis=0, dtype=np.float64)
-    mean: npt.NDArray[np.float32] = (total / vectors.shape[0]).astype(np.float32)
-    return mean
-
-
-def _centred(block: Vectors, mean: npt.NDArray[np.float32]) -> Vectors:
-    return normalise(block - mean)
+    return _grouping(vectors, _assign(vectors, axes, model))
 
 
 def _sample_rows(n: int) -> npt.NDArray[np.int64]:
@@ -141,24 +132,34 @@ def _principal_axes(sample: Vectors) -> Vectors:
 def _best_cut(
     sample: Vectors, reduced: Vectors, candidates: range, preferred_k: int | None
 ) -> npt.NDArray[np.int64] | None:
-    """The grouping of `sample`, over the candidate k, with the best cosine silhouette
-    (or with `preferred_k` groups, if that is nearly as good)."""
+    """The grouping of `sample`, over the candidate k, chosen by the cosine silhouette: the
+    fewest groups whose silhouette is within one standard error of the best (or `preferred_k`
+    groups, if that is nearly as good).
+
+    The one-standard-error rule (as for the gap statistic): k whose mean silhouettes differ by
+    less than their sampling error are equally supported, and the simpler grouping is the one
+    a person can use. It only matters for small workspaces, where the error is large; on
+    thousands of documents it is a few thousandths.
+    """
     tree = linkage(reduced, method="ward")
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
     np.fill_diagonal(distances, 0.0)
-    scored: dict[int, tuple[float, npt.NDArray[np.int64]]] = {}
+    scored: dict[int, tuple[float, float, npt.NDArray[np.int64]]] = {}
     for k in candidates:
         labels = _lloyd(sample, (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64))
         found = len(np.unique(labels))
         if found < 2 or found in scored:
             continue
-        scored[found] = (float(silhouette_score(distances, labels, metric="precomputed")), labels)
+        silhouettes = silhouette_samples(distances, labels, metric="precomputed")
+        error = float(np.std(silhouettes, ddof=1) / np.sqrt(len(silhouettes)))
+        scored[found] = (float(np.mean(silhouettes)), error, labels)
     if not scored:
         return None
     best_k = max(scored, key=lambda k: (scored[k][0], -k))
-    if preferred_k in scored and scored[preferred_k][0] >= scored[best_k][0] - STICKY_SILHOUETTE:
-        best_k = preferred_k
-    return scored[best_k][1]
+    best, error, _ = scored[best_k]
+    if preferred_k in scored and scored[preferred_k][0] >= best - STICKY_SILHOUETTE:
+        return scored[preferred_k][2]
+    return scored[min(k for k in scored if scored[k][0] >= best - error)][2]
 
 
 def _lloyd(sample: Vectors, labels: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
@@ -210,12 +211,10 @@ def _discriminant(sample: Vectors, labels: npt.NDArray[np.int64]) -> _LinearMode
     return _LinearModel(weights.astype(np.float32), bias.astype(np.float32))
 
 
-def _assign(
-    vectors: Vectors, mean: npt.NDArray[np.float32], axes: Vectors, model: _LinearModel
-) -> npt.NDArray[np.int64]:
+def _assign(vectors: Vectors, axes: Vectors, model: _LinearModel) -> npt.NDArray[np.int64]:
     labels = np.zeros(vectors.shape[0], dtype=np.int64)
     for start in range(0, vectors.shape[0], BLOCK_ROWS):
-        block = _centred(vectors[start : start + BLOCK_ROWS], mean) @ axes
+        block = normalise(vectors[start : start + BLOCK_ROWS]) @ axes
         labels[start : start + len(block)] = np.argmax(block @ model.weights + model.bias, axis=1)
     return labels
 
