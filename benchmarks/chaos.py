@@ -303,7 +303,7 @@ class Chaos:
             contextlib.redirect_stderr(log),
             local_pipeline(TEMPLATE, self.out_dir / "state") as pipeline,
         ):
-            server.fail_randomly(self.config.mix, seed=self.config.seed)
+            server.fail_randomly(self.config.mix, seed=self.config.seed, every_kind_first=True)
             return self._run(pipeline, server)
 
     def _settings(self, server: FakeOpenAIServer) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """`make chaos` at CI size: the same fault mix, burst and checks, 200 keys and one database kill.
 
 The fault sequence of the embedding API is drawn from a fixed seed, one draw per request in
-arrival order, so every fault kind is served within the run's first 30 requests whatever the
-threads' timing (a run makes about 40 besides the outage).
+arrival order, and every fault kind is served once on every other one of the first requests, so
+each kind is met whatever the threads' timing (a run of 25-document batches makes about 20
+requests besides the outage).
 """
 
 from __future__ import annotations

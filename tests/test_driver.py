@@ -126,3 +126,24 @@ def test_a_failed_message_received_again_while_its_invocation_ran_does_not_stop_
 
     assert driver.stats.crashed_invocations == 0
     assert calls == ["slow", "slow"]  # the newer receive's invocation settled it
+
+
+def test_a_batch_size_above_sqs_receive_limit_is_filled_from_several_receives(stack: LocalStack) -> None:
+    # SQS returns at most 10 messages a receive; Lambda's poller gathers the template's
+    # BatchSize (25 for the embed function) within its batching window.
+    sizes: list[int] = []
+
+    def record(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        sizes.append(len(event["Records"]))
+        return {"batchItemFailures": []}
+
+    rules = dataclasses.replace(stack.rules.ingest, concurrency=1)
+    assert rules.batch_size > 10
+    send_to = stack.ingest.url
+    for i in range(rules.batch_size + 3):
+        stack.sqs.send_message(QueueUrl=send_to, MessageBody=f"m{i}")
+    driver = QueueDriver(stack, stack.ingest, rules, record, "EmbedFunction")
+
+    driver.drain()
+
+    assert sizes == [rules.batch_size, 3]

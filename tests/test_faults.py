@@ -10,6 +10,7 @@ import itertools
 import json
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import openai
 import psycopg
 import pytest
 
+from autotag import ingest
 from autotag.embeddings import EmbeddingInputError, OpenAIEmbedder
 from autotag.handlers import REPORTING_MARGIN_SECONDS
 from autotag.local.driver import DrainStats, LocalContext, QueueDriver, dead_letters
@@ -562,6 +564,25 @@ def test_out_of_time_mid_batch_the_done_records_stay_done_and_only_the_rest_are_
     for key in (unchanged, *new):
         assert stored(key)[0] == "embedded" and len(stored(key)[3]) == 1
     assert query("SELECT count(*) FROM documents")[0][0] == 4
+
+
+def test_a_batch_of_slow_documents_stops_preparing_in_time_to_embed_what_it_has(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each read takes 1.25 s of a 4 s invocation that keeps half its time for embedding: after
+    two reads, a third would leave no time to embed any of them, so it is handed back to the
+    queue and the first two are embedded now (without the reserve, all three would fail)."""
+    monkeypatch.setattr(ingest, "EMBED_RESERVE_SHARE", 0.5)
+    keys = [f"demo/scans/report-{n}.txt" for n in range(3)]
+    bodies = [json.dumps(created(key, put(aws, key, text(n)), "0055AED6DCD90281F1")) for n, key in enumerate(keys)]
+    get_runtime().s3.meta.events.register("after-call.s3.GetObject", lambda **_: time.sleep(1.25))
+
+    response = embed(sqs_batch(*bodies), LocalContext("EmbedFunction", timeout_seconds=REPORTING_MARGIN_SECONDS + 4))
+
+    assert [f["itemIdentifier"] for f in response["batchItemFailures"]] == ["message-2"]
+    assert [stored(key)[0] for key in keys[:2]] == ["embedded", "embedded"]
+    ((status, reason),) = query("SELECT status, reason FROM documents WHERE key = %s", keys[2])
+    assert status == "failed" and "ran out of time" in reason
 
 
 def test_an_invocation_stopped_by_its_timeout_is_redelivered_whole_without_duplicates(

@@ -219,6 +219,20 @@ def test_a_fault_mix_is_reproducible_from_its_seed_and_serves_each_fault_as_draw
     assert counts["unavailable"] == counts["stalled"] == counts["timed_out"] == 0
 
 
+def test_every_kind_first_serves_each_fault_of_the_mix_once_on_every_other_request() -> None:
+    mix = FaultMix(rate_limited=0.01, server_error=0.01, reset=0.01, slow=0.01, slow_seconds=0.01)
+    with FakeOpenAIServer(dimensions=8) as server:
+        server.fail_randomly(mix, seed=5, every_kind_first=True)
+        with openai.OpenAI(base_url=server.base_url, api_key="test", max_retries=0) as client:
+            for _ in range(8):
+                with contextlib.suppress(openai.APIError):
+                    _embed(client, ["a lease"])
+        faults = [r.fault for r in server.requests]
+
+    # With chances of 1% each, the draws alone would most likely serve none in 8 requests.
+    assert sorted(f for f in faults[0::2] if f) == ["rate_limited", "reset", "server_error", "slow"]
+
+
 def test_the_real_client_retries_through_a_fault_mix_honouring_retry_after(server: FakeOpenAIServer) -> None:
     server.fail_randomly(
         FaultMix(rate_limited=0.3, stalled=0.2, retry_after_seconds=0.05, stall_seconds=2.0, path=EMBEDDINGS),

@@ -15,7 +15,7 @@ def test_embed_side_rules() -> None:
 
     assert rules.concurrency == 5  # reserved concurrency and the event source's maximum
     assert rules.max_receive_count == 3  # one try and two retries, then the DLQ
-    assert rules.batch_size == 10
+    assert rules.batch_size == 25  # one embedding request per 25 documents in a burst
     assert rules.visibility_timeout >= 6 * rules.function_timeout
 
 

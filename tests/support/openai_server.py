@@ -639,6 +639,8 @@ class FakeOpenAIServer:
         self._completion_ids = 0
         self._mix: FaultMix | None = None
         self._mix_random = random.Random(0)
+        self._mix_first: list[str] = []
+        self._mix_draws = 0
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -736,16 +738,22 @@ class FakeOpenAIServer:
         """Reset (RST) the connection of the next ``count`` requests without answering."""
         self._add(self._faults, _Rule("reset", count, path))
 
-    def fail_randomly(self, mix: FaultMix | None, *, seed: int = 0) -> None:
+    def fail_randomly(self, mix: FaultMix | None, *, seed: int = 0, every_kind_first: bool = False) -> None:
         """From now on, draw a fault from ``mix`` for each request (None: stop).
 
         The draws come from a generator seeded with ``seed``, one per matching request in
         arrival order, so a run's sequence of faults is reproducible. Faults queued with
         :meth:`inject`, :meth:`inject_delay` or :meth:`inject_reset` take precedence.
+        With ``every_kind_first``, every fault kind the mix can draw is first served once, in
+        a seeded order, on every other request: a short run then meets each of them too.
         """
         with self._lock:
             self._mix = mix
             self._mix_random = random.Random(seed)
+            kinds = [kind for kind in _MIX_KINDS if mix is not None and getattr(mix, kind) > 0]
+            self._mix_random.shuffle(kinds)
+            self._mix_first = kinds if every_kind_first else []
+            self._mix_draws = 0
 
     def fault_counts(self) -> dict[str, int]:
         """How many requests drew each :class:`FaultMix` fault; ``timed_out`` counts the
@@ -795,7 +803,11 @@ class FakeOpenAIServer:
             delay, fault = _take(self._delays, path), _take(self._faults, path)
             mix = self._mix
             if delay is None and fault is None and mix is not None and mix.path in (None, path):
-                record.fault = _draw(mix, self._mix_random)
+                self._mix_draws += 1
+                if self._mix_first and self._mix_draws % 2:
+                    record.fault = self._mix_first.pop(0)
+                else:
+                    record.fault = _draw(mix, self._mix_random)
                 if record.fault is not None:
                     rule = mix.rule(record.fault, path)
                     delay, fault = (rule, None) if rule.kind == "delay" else (None, rule)

@@ -33,6 +33,11 @@ logger = logging.getLogger(__name__)
 
 # The most a reconnect can take: the connect timeout, twice (again with the secret re-read).
 RECONNECT_SECONDS = 2 * CONNECT_TIMEOUT_SECONDS
+# The share of an invocation's time kept for embedding and writing what was already fetched and
+# extracted: a batch of slow documents (large PDFs take up to the extraction budget each) stops
+# preparing more and hands the rest back to the queue, instead of extracting until the deadline
+# and then having no time left to embed any of them, receive after receive.
+EMBED_RESERVE_SHARE = 0.25
 
 
 class OutOfTimeError(RuntimeError):
@@ -185,6 +190,7 @@ class EmbedPipeline:
         """`deadline` (time.monotonic()) is when work must stop so the invocation can still report;
         `reconnect` gives a store on a new connection when the database connection is lost."""
         self.deadline = deadline
+        self._embed_reserve = 0.0 if deadline is None else max(0.0, deadline - time.monotonic()) * EMBED_RESERVE_SHARE
         self.reconnect = reconnect
         self.settings = settings
         self.store = store
@@ -258,7 +264,7 @@ class EmbedPipeline:
             return Outcome(change, Result.IGNORED, "folder placeholder (the key ends with '/'), not a document")
         if workspace is None:
             return Outcome(change, Result.IGNORED, f"key {change.key!r} has no workspace segment")
-        self._check_time()
+        self._check_time(reserve=self._embed_reserve)
         if change.kind is ChangeKind.DELETED:
             ref = ObjectRef(workspace, change.bucket, change.key)
             return self._delete(change, ref, ObjectVersion(None, change.version_id, change.sequencer, None))
@@ -443,9 +449,9 @@ class EmbedPipeline:
     def _time_left(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
-    def _check_time(self) -> None:
+    def _check_time(self, *, reserve: float = 0.0) -> None:
         left = self._time_left()
-        if left is not None and left <= 0:
+        if left is not None and left <= reserve:
             raise OutOfTimeError("the invocation ran out of time before this document; it will be retried")
 
     @staticmethod

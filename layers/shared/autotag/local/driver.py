@@ -1,5 +1,5 @@
 """Feeds queue batches to the real handlers the way Lambda's SQS event source mapping does:
-batches of the template's BatchSize, at most its concurrency in flight, failed records made
+batches of up to the template's BatchSize, at most its concurrency in flight, failed records made
 visible again at once (instead of after the visibility timeout) and moved to the DLQ by the
 queue's own redrive policy after maxReceiveCount receives.
 """
@@ -27,6 +27,8 @@ from autotag.local.template_rules import QueueRules
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+# Messages one ReceiveMessage call returns at most.
+SQS_RECEIVE_LIMIT = 10
 
 
 @dataclass
@@ -137,10 +139,21 @@ class QueueDriver:
                     self._settle(future, in_flight.pop(future))
 
     def _receive(self) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=self.queue.url, MaxNumberOfMessages=self.rules.batch_size, AttributeNames=["All"]
-        )
-        return list(response.get("Messages", []))
+        """Up to BatchSize messages, gathered from as many receives as that takes (SQS returns
+        at most 10 a call), until the queue has no more visible: the poller's batching window,
+        without waiting it out."""
+        messages: list[dict[str, Any]] = []
+        while len(messages) < self.rules.batch_size:
+            response = self.sqs.receive_message(
+                QueueUrl=self.queue.url,
+                MaxNumberOfMessages=min(SQS_RECEIVE_LIMIT, self.rules.batch_size - len(messages)),
+                AttributeNames=["All"],
+            )
+            received = response.get("Messages", [])
+            if not received:
+                break
+            messages.extend(received)
+        return messages
 
     def _settle(self, future: Future[dict[str, Any]], messages: list[dict[str, Any]]) -> None:
         self.stats.invocations += 1
