@@ -15,7 +15,8 @@ from autotag.cli import main
 from autotag.events import object_created_event, parse_notification
 from autotag.handlers import handle_reprocess
 from autotag.local.driver import LocalContext
-from autotag.runtime import reset_runtime
+from autotag.runtime import get_runtime, reset_runtime
+from autotag.store import ObjectRef, ObjectVersion
 from tests.conftest import TEMPLATE, load_event
 from tests.reprocess_support import Stack, committed, query, queued_keys, reprocess_stack, rows_by_key, take_all
 from tests.support.openai_server import FakeOpenAIServer
@@ -104,6 +105,32 @@ def test_reconcile_finds_each_kind_and_the_embed_path_repairs_it(
 
     again = stack.reprocess({"workspace": "acme"})["reconcile"]
     assert again["missing"] + again["stale"] + again["other_model"] + again["gone"] + again["enqueued"] == 0
+
+
+def test_a_failing_overwrite_of_an_embedded_document_is_left_to_its_dlq_message_not_retried_every_pass(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The document keeps its old version's row and vector while the new version fails: that row
+    is not "stale" to the reconcile, which would otherwise enqueue the failing version on every
+    pass, past the redrive's cap of 3."""
+    key = "acme/contract.txt"
+    embed_with_model(stack, monkeypatch, MODEL, {key: text("lease")})
+    stack.put(key, text("renewal"))
+    stack.lose_events()  # its event is being retried through the DLQ instead
+    new_version = ObjectVersion(stack.etag(key), None, None, None)
+    get_runtime().store.write_failure(ObjectRef("acme", stack.bucket, key), new_version, "BadRequestError: rejected")
+    assert rows_by_key("acme")[key][0][0] == "embedded"
+
+    for _ in range(2):
+        counts = stack.reprocess({"workspace": "acme"})["reconcile"]
+        assert (counts["failed"], counts["stale"], counts["enqueued"]) == (1, 0, 0)
+    assert queued_keys(take_all(stack.sqs, stack.pipeline.stack.ingest.url)) == []
+
+    # Overwritten once more, the row is stale again: that version has not been tried.
+    stack.put(key, text("termination"))
+    stack.lose_events()
+    counts = stack.reprocess({"workspace": "acme"})["reconcile"]
+    assert (counts["failed"], counts["stale"], counts["enqueued"]) == (0, 1, 1)
 
 
 def test_a_workspace_pass_never_touches_another_workspace(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -193,6 +193,10 @@ class Reconciler:
             return None if row is None or row.status == DocumentStatus.DELETED else Finding.GONE
         if row is None or row.status == DocumentStatus.DELETED:
             return Finding.MISSING
+        # The listed version's own attempt failed: its DLQ message and the redrive's cap
+        # decide whether it is tried again, not every reconcile pass.
+        if row.failed_etag is not None and row.failed_etag == obj.etag:
+            return Finding.FAILED
         if row.etag != obj.etag:
             return Finding.STALE
         if row.status == DocumentStatus.FAILED:

@@ -115,6 +115,7 @@ class RowState:
     etag: str | None
     model: str | None
     sequencer: str | None
+    failed_etag: str | None = None  # the version whose last attempt failed, if any
 
 
 def _identity(ref: ObjectRef, version: ObjectVersion) -> tuple[object, ...]:
@@ -186,7 +187,7 @@ class Store:
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " title = EXCLUDED.title, status = 'embedded', reason = EXCLUDED.reason, model = EXCLUDED.model,"
             " token_count = EXCLUDED.token_count, chunk_count = EXCLUDED.chunk_count,"
-            " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now()"
+            " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now(), failed_etag = NULL"
             " RETURNING id",
             (
                 *_identity(ref, version),
@@ -226,7 +227,8 @@ class Store:
     def write_unchanged(self, ref: ObjectRef, version: ObjectVersion) -> None:
         """Inside `locked_document`: same content and model; only the object's identity moved on."""
         self.conn.execute(
-            "UPDATE documents SET etag = %s, version_id = %s, sequencer = COALESCE(%s, sequencer), updated_at = now()"
+            "UPDATE documents SET etag = %s, version_id = %s, sequencer = COALESCE(%s, sequencer), updated_at = now(),"
+            " failed_etag = NULL"
             " WHERE workspace = %s AND bucket = %s AND key = %s",
             (version.etag, version.version_id, version.sequencer, ref.workspace, ref.bucket, ref.key),
         )
@@ -253,7 +255,7 @@ class Store:
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " status = EXCLUDED.status, reason = EXCLUDED.reason, embedding = NULL, model = NULL,"
             " token_count = NULL, chunk_count = NULL, embedded_at = NULL, updated_at = now(),"
-            " author = NULL, content_created_at = NULL, page_count = NULL"
+            " author = NULL, content_created_at = NULL, page_count = NULL, failed_etag = NULL"
             " RETURNING id, (SELECT status FROM documents WHERE workspace = %s AND bucket = %s AND key = %s)",
             (
                 *_identity(ref, version),
@@ -284,12 +286,17 @@ class Store:
         with self.conn.transaction():
             self.conn.execute("INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,))
             self.conn.execute(
-                "INSERT INTO documents (workspace, bucket, key, etag, version_id, size_bytes, status, reason)"
-                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s)"
+                "INSERT INTO documents (workspace, bucket, key, etag, version_id, size_bytes, status, reason,"
+                " failed_etag)"
+                " VALUES (%s, %s, %s, %s, %s, %s, 'failed', %s, %s)"
                 " ON CONFLICT (workspace, bucket, key) DO UPDATE SET"
                 " status = CASE WHEN documents.status = 'embedded' THEN 'embedded' ELSE 'failed' END,"
-                " reason = EXCLUDED.reason, updated_at = now()",
-                (ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.size_bytes, reason),
+                " reason = EXCLUDED.reason, failed_etag = EXCLUDED.failed_etag, updated_at = now()",
+                (
+                    *(ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.size_bytes),
+                    reason,
+                    version.etag,
+                ),
             )
 
     def _bump(self, workspace: str) -> None:
@@ -472,7 +479,7 @@ class Store:
         """Up to `limit` rows with after < key <= upto, in S3's listing order (UTF-8 bytes = "C")."""
         with self.conn.cursor(row_factory=class_row(RowState)) as cur:
             cur.execute(
-                "SELECT key, status, etag, model, sequencer FROM documents"
+                "SELECT key, status, etag, model, sequencer, failed_etag FROM documents"
                 ' WHERE workspace = %s AND bucket = %s AND key COLLATE "C" > %s'
                 ' AND (%s::text IS NULL OR key COLLATE "C" <= %s)'
                 ' ORDER BY key COLLATE "C" LIMIT %s',
