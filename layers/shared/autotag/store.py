@@ -293,7 +293,12 @@ class Store:
                 " status = CASE WHEN documents.status = 'embedded' THEN 'embedded' ELSE 'failed' END,"
                 " reason = EXCLUDED.reason, failed_etag = EXCLUDED.failed_etag, updated_at = now()",
                 (
-                    *(ref.workspace, ref.bucket, ref.key, version.etag, version.version_id, version.size_bytes),
+                    ref.workspace,
+                    ref.bucket,
+                    ref.key,
+                    version.etag,
+                    version.version_id,
+                    version.size_bytes,
                     reason,
                     version.etag,
                 ),
