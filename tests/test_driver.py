@@ -83,6 +83,35 @@ def test_once_stopped_the_batches_in_flight_finish_and_no_more_are_taken(stack: 
     assert driver.stats.failed_records == 0
 
 
+def test_while_messages_are_arriving_the_drain_waits_for_them_and_fills_batches(stack: LocalStack) -> None:
+    rules = stack.rules.cluster
+    batches: list[list[str]] = []
+    arriving = threading.Event()
+
+    def record(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        batches.append([r["body"] for r in event["Records"]])
+        return {"batchItemFailures": []}
+
+    def upload() -> None:
+        # One message at a time, slower than the handler takes them: an empty queue must not
+        # end the drain while the upload goes on.
+        for i in range(3 * rules.batch_size):
+            send(stack, f"m{i}")
+            threading.Event().wait(0.01)
+        arriving.set()
+
+    uploader = threading.Thread(target=upload)
+    uploader.start()
+    driver = QueueDriver(stack, stack.cluster, rules, record, "ClusterFunction")
+
+    driver.drain(arriving=arriving)
+    uploader.join()
+
+    assert sorted(body for batch in batches for body in batch) == sorted(f"m{i}" for i in range(3 * rules.batch_size))
+    # Partial batches go out only while no other batch is in flight, so not one per message.
+    assert len(batches) < 3 * rules.batch_size
+
+
 @pytest.mark.parametrize("body", ["this is not JSON", '{"source": "aws.s3", "detail"', "[1, 2, 3]"])
 def test_an_ingest_message_that_is_not_an_s3_event_reaches_the_handler_unchanged(stack: LocalStack, body: str) -> None:
     # The poller used to parse every body itself and died on one that was not JSON.

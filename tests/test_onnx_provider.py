@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pytest
 
 from autotag.chunking import chunk_text
 from autotag.embeddings import LocalEmbedder, build_embedder
-from autotag.onnx_embedding import MissingModelError, OnnxEmbedder, mean_pool
+from autotag.onnx_embedding import BATCH_SIZE, MissingModelError, OnnxEmbedder, mean_pool
 from autotag.onnx_export import TOKENIZER_FILE, packaged_model_dir, tokenizer_config
 from autotag.settings import DEFAULT_ONNX_MODEL_DIR, EmbeddingProvider, load_settings
 
@@ -89,6 +90,18 @@ def test_embedding_order_and_empty_input(onnx_embedder: OnnxEmbedder) -> None:
     assert np.diag(together @ alone.T).min() > 0.98
     assert (together @ alone.T).argmax(axis=1).tolist() == [0, 1, 2]
     assert onnx_embedder.embed([]).shape == (0, 384)
+
+
+def test_concurrent_callers_share_the_cores_and_each_gets_its_own_vectors(onnx_embedder: OnnxEmbedder) -> None:
+    """The local driver's five invocations embed at once, their batches running side by side."""
+    texts = demo_texts()
+    calls = [texts[i::4] for i in range(4)]
+    serial = [onnx_embedder.embed(call) for call in calls]
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        concurrent = list(pool.map(onnx_embedder.embed, calls))
+    assert all(len(call) > BATCH_SIZE for call in calls)
+    for alone, together in zip(serial, concurrent, strict=True):
+        assert np.array_equal(alone, together)
 
 
 def test_mean_pool_ignores_padding() -> None:

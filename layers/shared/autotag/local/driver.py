@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
 # Messages one ReceiveMessage call returns at most.
 SQS_RECEIVE_LIMIT = 10
+# How often a drain looks for messages still arriving.
+ARRIVAL_POLL_SECONDS = 0.05
 
 
 @dataclass
@@ -118,35 +120,54 @@ class QueueDriver:
         self.on_batch = on_batch
         self.stats = stats or DrainStats()
 
-    def drain(self, stop: Event | None = None) -> int:
+    def drain(self, stop: Event | None = None, *, arriving: Event | None = None) -> int:
         """Invoke the handler until the queue is empty (processed or dead-lettered) or, once
-        `stop` is set, until the batches in flight are done; returns invocations."""
+        `stop` is set, until the batches in flight are done; returns invocations.
+
+        Until `arriving` is set, more messages are on their way (an upload in progress): an
+        empty queue is polled again instead of ending the drain, and while other batches are
+        in flight a partial batch waits for more messages, as the poller's batching window does.
+        """
         before = self.stats.invocations
         with ThreadPoolExecutor(max_workers=self.rules.concurrency) as pool:
             in_flight: dict[Future[dict[str, Any]], list[dict[str, Any]]] = {}
+            batch: list[dict[str, Any]] = []
+
+            def invoke() -> None:
+                event = sqs_event(batch, self.queue.arn, sequencers=self.sequencers)
+                context = LocalContext(self.function_name, self.rules.function_timeout)
+                in_flight[pool.submit(self.handler, event, context)] = list(batch)
+                batch.clear()
+
             while True:
+                # Read before receiving: set after an empty receive, it still means one more.
+                final = arriving is None or arriving.is_set()
                 while len(in_flight) < self.rules.concurrency and not (stop and stop.is_set()):
-                    messages = self._receive()
-                    if not messages:
+                    batch += self._receive(self.rules.batch_size - len(batch))
+                    if not batch or (len(batch) < self.rules.batch_size and in_flight and not final):
                         break
-                    event = sqs_event(messages, self.queue.arn, sequencers=self.sequencers)
-                    context = LocalContext(self.function_name, self.rules.function_timeout)
-                    in_flight[pool.submit(self.handler, event, context)] = messages
+                    invoke()
+                if batch and stop and stop.is_set():
+                    invoke()  # received already: settled like any other, never left invisible
                 if not in_flight:
-                    return self.stats.invocations - before
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    if (final and not batch) or (stop and stop.is_set()):
+                        return self.stats.invocations - before
+                    if arriving is not None:
+                        arriving.wait(ARRIVAL_POLL_SECONDS)
+                    continue
+                done, _ = wait(in_flight, timeout=None if final else ARRIVAL_POLL_SECONDS, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._settle(future, in_flight.pop(future))
 
-    def _receive(self) -> list[dict[str, Any]]:
-        """Up to BatchSize messages, gathered from as many receives as that takes (SQS returns
+    def _receive(self, wanted: int) -> list[dict[str, Any]]:
+        """Up to `wanted` messages, gathered from as many receives as that takes (SQS returns
         at most 10 a call), until the queue has no more visible: the poller's batching window,
         without waiting it out."""
         messages: list[dict[str, Any]] = []
-        while len(messages) < self.rules.batch_size:
+        while len(messages) < wanted:
             response = self.sqs.receive_message(
                 QueueUrl=self.queue.url,
-                MaxNumberOfMessages=min(SQS_RECEIVE_LIMIT, self.rules.batch_size - len(messages)),
+                MaxNumberOfMessages=min(SQS_RECEIVE_LIMIT, wanted - len(messages)),
                 AttributeNames=["All"],
             )
             received = response.get("Messages", [])

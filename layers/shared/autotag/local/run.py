@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,15 @@ from pathlib import Path
 from threading import Event
 from typing import Any, TextIO
 
-from autotag.local.driver import DrainStats, Handler, LocalContext, QueueDriver, dead_letters, load_function
+from autotag.local.driver import (
+    ARRIVAL_POLL_SECONDS,
+    DrainStats,
+    Handler,
+    LocalContext,
+    QueueDriver,
+    dead_letters,
+    load_function,
+)
 from autotag.local.report import MappedDocument, write_report
 from autotag.local.stack import LocalStack, local_aws
 from autotag.local.template_rules import load_rules, load_template
@@ -101,20 +110,7 @@ def run(
         started = get_runtime().store.now()
         progress = _Progress(err)
         changes = [(key, keys.get(key)) for key in sorted(keys)] + [(key, None) for key in sorted(stale)]
-        # Upload in slices and embed as they arrive, as a drive's sync client would: moto's
-        # SQS slows down with every queued message, so one big upload first is quadratic.
-        # The next slice uploads while the current one is embedded, so the model does not
-        # wait for uploads.
-        slices = [changes[start : start + UPLOAD_SLICE] for start in range(0, len(changes), UPLOAD_SLICE)]
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploader:
-            pending = uploader.submit(_sync, stack, slices[0]) if slices else None
-            for following in slices[1:]:
-                if pending is not None:
-                    pending.result()
-                pending = uploader.submit(_sync, stack, following)
-                _drain_queue(pipeline, "ingest", progress)
-            if pending is not None:
-                pending.result()
+        _upload_while_embedding(pipeline, changes, progress)
         _drain(pipeline, progress)
         runtime = get_runtime()
         store = runtime.store
@@ -142,6 +138,40 @@ def _mapped_documents(store: Store, model: str, workspace: str, rows: list[Docum
         for i, doc_id in enumerate(ids)
         if doc_id in row_of and (category_id := row_of[doc_id].category_id)
     ]
+
+
+def _upload_while_embedding(
+    pipeline: LocalPipeline, changes: list[tuple[str, Path | None]], progress: _Progress
+) -> None:
+    """Upload in slices and embed as they arrive, as a drive's sync client would.
+
+    moto's SQS slows down with every queued message, so one big upload first would be
+    quadratic: a slice waits until fewer than UPLOAD_SLICE messages are waiting. Embedding starts
+    with the first upload and goes on while the rest upload, so the model never waits for them.
+    """
+    stack = pipeline.stack
+    uploaded = Event()
+
+    def upload() -> None:
+        try:
+            for start in range(0, len(changes), UPLOAD_SLICE):
+                while _waiting_messages(stack) >= UPLOAD_SLICE:
+                    time.sleep(ARRIVAL_POLL_SECONDS)
+                _sync(stack, changes[start : start + UPLOAD_SLICE])
+        finally:
+            uploaded.set()
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="upload") as uploader:
+        pending = uploader.submit(upload)
+        _drain_queue(pipeline, "ingest", progress, arriving=uploaded)
+        pending.result()
+
+
+def _waiting_messages(stack: LocalStack) -> int:
+    attributes = stack.sqs.get_queue_attributes(
+        QueueUrl=stack.ingest.url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def _sync(stack: LocalStack, changes: list[tuple[str, Path | None]]) -> None:
@@ -186,7 +216,9 @@ class _Progress:
         )
 
 
-def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress, stop: Event | None = None) -> int:
+def _drain_queue(
+    pipeline: LocalPipeline, queue: str, progress: _Progress, stop: Event | None = None, arriving: Event | None = None
+) -> int:
     stack = pipeline.stack
     if queue == "ingest":
         pair, rules, handler, name = stack.ingest, stack.rules.ingest, pipeline.embed, "EmbedFunction"
@@ -195,7 +227,7 @@ def _drain_queue(pipeline: LocalPipeline, queue: str, progress: _Progress, stop:
     driver = QueueDriver(
         stack, pair, rules, handler, name, normalise=queue == "ingest", on_batch=progress, stats=progress.stats[name]
     )
-    return driver.drain(stop)
+    return driver.drain(stop, arriving=arriving)
 
 
 def _drain(pipeline: LocalPipeline, progress: _Progress) -> None:
