@@ -23,7 +23,7 @@ from autotag.embeddings import Vectors, normalise
 from autotag.onnx_export import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 
 # Texts per session run. Small batches keep a layer's activations in the CPU's cache and make
-# the padding of mixed-length calls cheap: on the same 696 BBC chunks on 2 cores, 4 per run
+# the padding of mixed-length calls cheap: measured once on 696 BBC chunks on 2 cores, 4 per run
 # took 7.8 s, 8 took 8.4 s, 16 took 9.4 s and sentence-transformers' 32 took 9.6 s; cut into
 # the pipeline's per-invocation calls of about 50 chunks, 32 took 11.6 s and 4 took 8.0 s.
 BATCH_SIZE = 4
@@ -84,7 +84,7 @@ class OnnxEmbedder:
         # One thread per run, and as many runs at once as there are cores, instead of one run
         # spread over every core: a multi-threaded run waits for its slowest thread at every
         # operator, so any other work on the machine (the invocation's I/O and database writes,
-        # the local stack) stalls all of it. Measured here on 2 cores, the same per-invocation
+        # the local stack) stalls all of it. Measured once on 2 cores, the same per-invocation
         # calls took 8.3 s against 8.8 s alone, and 9.9 s against 11.1 s beside a thread busy
         # 30% of the time.
         options.intra_op_num_threads = 1
