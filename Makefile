@@ -15,7 +15,7 @@ install: $(STAMP) $(MODEL)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and pinned: the CPU build; anything else would pull CUDA packages.
+	# First, and pinned to the CPU build: any other version would pull CUDA packages.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
 	$(BIN)/python -m pip install --quiet -e ".[local,dev]"
 	rm -f $(VENV)/.installed-*
@@ -41,7 +41,7 @@ typecheck: install
 
 check: lint typecheck test
 
-# all-MiniLM-L6-v2 exported once with torch, optimised and quantised to int8, for onnxruntime.
+# all-MiniLM-L6-v2 exported once with torch==2.13.0, optimised and quantised to int8, for onnxruntime.
 model: $(MODEL)
 
 $(MODEL): $(STAMP) layers/shared/autotag/onnx_export.py
@@ -107,7 +107,7 @@ chromium:
 # Our grouping vs KMeans with the true k vs BERTopic defaults, on BBC News (also cut to unequal
 # class sizes), a man-page corpus and a SciPy docstring corpus built from this machine, on the
 # same cached vectors; BERTopic is installed only here, with
-# torch pinned so nothing pulls CUDA.
+# torch==2.13.0 (the CPU build) so nothing pulls CUDA.
 bench-quality: install
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[local,dev,bench]"
 	$(BIN)/python benchmarks/quality.py ../shared/corpora/bbc-news

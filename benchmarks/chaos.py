@@ -234,11 +234,6 @@ def queue_depth(sqs: Any, url: str) -> int:
     return sum(int(attributes.get(name, 0)) for name in names)
 
 
-def waiting(sqs: Any, url: str) -> int:
-    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
-    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
-
-
 def pump(driver: QueueDriver, sqs: Any, url: str, upstream_done: Callable[[], bool]) -> None:
     """Run the driver until the upstream is done and its queue is empty, in-flight messages included."""
     while True:
@@ -396,7 +391,7 @@ class Chaos:
 
     def _upload(self, stack: Any, failed: threading.Event) -> None:
         for number, op in enumerate(self.plan.ops, 1):
-            while waiting(stack.sqs, stack.ingest.url) > MAX_WAITING_EVENTS:
+            while stack.waiting_messages(stack.ingest) > MAX_WAITING_EVENTS:
                 if failed.is_set():
                     return
                 time.sleep(POLL_SECONDS)

@@ -155,7 +155,7 @@ def _upload_while_embedding(
     def upload() -> None:
         try:
             for start in range(0, len(changes), UPLOAD_SLICE):
-                while _waiting_messages(stack) >= UPLOAD_SLICE:
+                while stack.waiting_messages(stack.ingest) >= UPLOAD_SLICE:
                     time.sleep(ARRIVAL_POLL_SECONDS)
                 _sync(stack, changes[start : start + UPLOAD_SLICE])
         finally:
@@ -165,13 +165,6 @@ def _upload_while_embedding(
         pending = uploader.submit(upload)
         _drain_queue(pipeline, "ingest", progress, arriving=uploaded)
         pending.result()
-
-
-def _waiting_messages(stack: LocalStack) -> int:
-    attributes = stack.sqs.get_queue_attributes(
-        QueueUrl=stack.ingest.url, AttributeNames=["ApproximateNumberOfMessages"]
-    )
-    return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
 
 
 def _sync(stack: LocalStack, changes: list[tuple[str, Path | None]]) -> None:

@@ -91,6 +91,11 @@ class LocalStack:
                     Bucket=self.bucket, Key=path.relative_to(self.mirror).as_posix(), Body=path.read_bytes()
                 )
 
+    def waiting_messages(self, queue: QueuePair) -> int:
+        """Messages visible in `queue`, not counting those in flight or delayed."""
+        attributes = self.sqs.get_queue_attributes(QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages"])
+        return int(attributes["Attributes"]["ApproximateNumberOfMessages"])
+
     def stored_keys(self, prefix: str) -> set[str]:
         base = self.mirror / prefix
         if not base.is_dir():
