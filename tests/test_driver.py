@@ -176,3 +176,35 @@ def test_a_batch_size_above_sqs_receive_limit_is_filled_from_several_receives(st
     driver.drain()
 
     assert sizes == [rules.batch_size, 3]
+
+
+def test_queue_counts_and_retention_match_sqs_under_the_local_stack(stack: LocalStack) -> None:
+    # The local stack replaces moto's per-message clock reads: the counts must still split
+    # messages into visible, in flight and delayed, and expired messages must not be delivered.
+    sqs, url = stack.sqs, stack.cluster.url
+    sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=600)
+    send(stack, "taken", "waiting")
+    taken = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=600)["Messages"]
+
+    counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+
+    assert [m["Body"] for m in taken] in (["taken"], ["waiting"])
+    assert counts["ApproximateNumberOfMessages"] == "1"
+    assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
+    assert counts["ApproximateNumberOfMessagesDelayed"] == "1"
+    assert stack.waiting_messages(stack.cluster) == 1
+
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"MessageRetentionPeriod": "60"})
+    stale = sqs.send_message(QueueUrl=url, MessageBody="stale")["MessageId"]
+    for message in sqs_backend_messages(stack):
+        if message.id == stale:
+            message.sent_timestamp -= 120_000  # sent two minutes ago, past the 60 s retention
+    received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert "stale" not in [m["Body"] for m in received] and len(received) == 1
+
+
+def sqs_backend_messages(stack: LocalStack) -> list[Any]:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sqs.models import sqs_backends
+
+    return list(sqs_backends[DEFAULT_ACCOUNT_ID][stack.sqs.meta.region_name].queues["ClusterQueue"]._messages)

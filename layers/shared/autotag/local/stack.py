@@ -216,28 +216,49 @@ def local_aws() -> Iterator[None]:
 
 @contextmanager
 def linear_sqs_receive() -> Iterator[None]:
-    """moto's ReceiveMessage with its retention check reading one queue setting.
+    """moto's SQS with its per-message checks reading the clock once per call, not per message.
 
-    moto 5 checks every queued message's retention by building all of the queue's
-    attributes, which counts the queue's messages: each receive is quadratic in the queue's
-    depth, and that emulation cost, not the pipeline's, dominated a local run's CPU time.
-    The check itself is unchanged: a message older than the queue's retention period is
-    not delivered.
+    moto 5 builds all of a queue's attributes to check one message's retention on receive, and
+    to read one setting on every send (each S3 upload's notification is one), and each build
+    counts the queue's messages, reading the clock two or three times per message: every send
+    and receive cost a few milliseconds per thousand queued messages, and that emulation cost,
+    not the pipeline's, dominated a local run's CPU time. The checks are unchanged: a message
+    older than the queue's retention period is not delivered, and the counts are those of
+    messages delayed, in flight, and visible at one instant.
     """
-    from moto.core.utils import unix_time
-    from moto.sqs.models import Message, SQSBackend
-
-    original = SQSBackend.is_message_valid_based_on_retention_period
+    from moto.core.utils import unix_time, unix_time_millis
+    from moto.sqs.models import Message, Queue, SQSBackend
 
     def retained(self: SQSBackend, queue_name: str, message: Message) -> bool:
         retention = int(self.get_queue(queue_name).message_retention_period)  # type: ignore[attr-defined]
         return bool(retention + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
 
-    SQSBackend.is_message_valid_based_on_retention_period = retained  # type: ignore[method-assign]
+    def delayed(self: Queue) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def in_flight(self: Queue) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    def visible(self: Queue) -> list[Message]:
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    replaced: list[tuple[type, str, Any]] = [
+        (SQSBackend, "is_message_valid_based_on_retention_period", retained),
+        (Queue, "approximate_number_of_messages_delayed", property(delayed)),
+        (Queue, "approximate_number_of_messages_not_visible", property(in_flight)),
+        (Queue, "messages", property(visible)),
+    ]
+    originals = [(owner, name, owner.__dict__[name]) for owner, name, _ in replaced]
+    for owner, name, value in replaced:
+        setattr(owner, name, value)
     try:
         yield
     finally:
-        SQSBackend.is_message_valid_based_on_retention_period = original  # type: ignore[method-assign]
+        for owner, name, value in originals:
+            setattr(owner, name, value)
 
 
 # What `autotag up` tells the AWS CLI to use; moto accepts any, and these cannot reach AWS.
