@@ -178,8 +178,8 @@ class Store:
         row = self.conn.execute(
             "INSERT INTO documents (workspace, bucket, key, etag, version_id, sequencer, size_bytes,"
             " content_sha256, content_type, title, status, reason, model, token_count, chunk_count,"
-            " embedding, embedded_at)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', %s, %s, %s, %s, %s, now())"
+            " embedding, embedded_at, author, content_created_at, page_count)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 'embedded', %s, %s, %s, %s, %s, now(), %s, %s, %s)"
             " ON CONFLICT (workspace, bucket, key) DO UPDATE SET etag = EXCLUDED.etag,"
             # An event without S3's sequencer (a reconcile's) keeps the row's ordering guard.
             " version_id = EXCLUDED.version_id, sequencer = COALESCE(EXCLUDED.sequencer, documents.sequencer),"
@@ -187,7 +187,11 @@ class Store:
             " content_sha256 = EXCLUDED.content_sha256, content_type = EXCLUDED.content_type,"
             " title = EXCLUDED.title, status = 'embedded', reason = EXCLUDED.reason, model = EXCLUDED.model,"
             " token_count = EXCLUDED.token_count, chunk_count = EXCLUDED.chunk_count,"
-            " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now(), failed_etag = NULL"
+            " embedding = EXCLUDED.embedding, embedded_at = now(), updated_at = now(), failed_etag = NULL,"
+            " author = EXCLUDED.author, content_created_at = EXCLUDED.content_created_at,"
+            " page_count = EXCLUDED.page_count"
+            # One statement, one row version: a second UPDATE for the metadata would, once the
+            # page is full, write the row again and insert its vector into the HNSW index twice.
             " RETURNING id",
             (
                 *_identity(ref, version),
@@ -199,11 +203,13 @@ class Store:
                 content.token_count,
                 len(content.chunks),
                 content.vector,
+                content.author,
+                content.created,
+                content.page_count,
             ),
         ).fetchone()
         assert row is not None
         document_id = int(row[0])
-        self._write_metadata(ref.workspace, document_id, content)
         self.conn.execute("DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id))
         with self.conn.cursor() as cur:
             cur.executemany(
@@ -215,14 +221,6 @@ class Store:
                 ],
             )
         self._bump(ref.workspace)
-
-    def _write_metadata(self, workspace: str, document_id: int, content: EmbeddedContent) -> None:
-        """The document's declared metadata (migration 0002), beside the row write_embedded made."""
-        self.conn.execute(
-            "UPDATE documents SET author = %s, content_created_at = %s, page_count = %s"
-            " WHERE workspace = %s AND id = %s",
-            (content.author, content.created, content.page_count, workspace, document_id),
-        )
 
     def write_unchanged(self, ref: ObjectRef, version: ObjectVersion) -> None:
         """Inside `locked_document`: same content and model; only the object's identity moved on."""
