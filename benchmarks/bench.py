@@ -61,6 +61,7 @@ from benchmarks.measure import (
     mb,
     parse_importtime,
     percentile_ms,
+    processes_cpu_seconds,
     recall_at_k,
     text_table,
 )
@@ -139,6 +140,8 @@ class Bench:
                     "embed": (handlers, "handle_embed"),
                     "uploads": (local_run, "_sync"),
                     "model": (type(embedder), "embed"),
+                    # The onnx provider's session runs, on its own threads: the model's CPU.
+                    "model_runs": (type(embedder), "_embed_batch"),
                     "aws_emulator": (BaseClient, "_make_api_call"),
                     "extraction": (ingest, "extract"),
                     "chunking": (ingest, "chunk_text"),
@@ -146,8 +149,10 @@ class Bench:
                 }
             ):
                 started, cpu_started = time.perf_counter(), time.process_time()
+                database_cpu_started = processes_cpu_seconds("postgres")
                 quiet_run(docs, "bench", data_dir)
                 total, run_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+                database_cpu = _since(database_cpu_started, processes_cpu_seconds("postgres"))
             texts = chunk_texts(embedded_database_url(data_dir), "bench")
             model_after = timed(lambda: embedder.embed(texts))
         self.chunk_texts = texts
@@ -182,6 +187,8 @@ class Bench:
             "model_alone_cpu_seconds": model_cpu,
             "run_cpu_seconds": run_cpu,
             "busy_seconds_summed_over_threads": busy,
+            "cpu_seconds_inside_calls": watch.cpu_seconds,
+            "database_server_cpu_seconds": database_cpu,
         }
         self.row(
             "1",
@@ -207,6 +214,19 @@ class Bench:
             "1",
             "CPU seconds of this process: the run / the model alone (before)",
             f"{run_cpu:.1f} / {model_cpu:.1f} ({run_cpu / total:.1f} of {os.cpu_count()} cores busy in the run)",
+        )
+        # Where the cores went: on 2 cores the model fills, any other CPU second costs the
+        # model about half a second of wall time, whoever spends it.
+        model_cpu_in_run = watch.cpu_seconds["model_runs"]
+        aws_cpu = watch.cpu_seconds["aws_emulator"]
+        rest = run_cpu - model_cpu_in_run - aws_cpu
+        self.row(
+            "1",
+            "CPU seconds in the run: model / AWS calls (boto3 + moto's emulation) / database server / rest",
+            f"{model_cpu_in_run:.1f} / {aws_cpu:.1f} / "
+            + (f"{database_cpu:.1f}" if database_cpu is not None else "n/a")
+            + f" / {rest:.1f} (rest: handlers, extraction, chunking, database client, driver, stack start, "
+            "clustering, report)",
         )
         parts = ", ".join(f"{name} {busy[name]:.1f} s" for name in PIPELINE_PARTS)
         self.row("1", "time inside calls, summed over the 5 invocation threads", parts)
@@ -517,6 +537,10 @@ def same_chunks(embedder: Embedder, docs: Path, settings: Settings) -> list[str]
             )
             texts += [chunk.text for chunk in chunked.chunks]
     return texts
+
+
+def _since(started: float | None, now: float | None) -> float | None:
+    return None if started is None or now is None else now - started
 
 
 def timed(step: Callable[[], object]) -> float:

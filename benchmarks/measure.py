@@ -136,10 +136,12 @@ def mb(n_bytes: float) -> str:
 
 
 class Stopwatch:
-    """Wall-clock intervals of calls to patched functions, from any thread."""
+    """Wall-clock intervals of calls to patched functions, from any thread, and the CPU time
+    the calling thread spent inside them (not that of threads they wait for)."""
 
     def __init__(self) -> None:
         self.intervals: dict[str, list[tuple[float, float]]] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -147,6 +149,7 @@ class Stopwatch:
         originals = {name: getattr(owner, attribute) for name, (owner, attribute) in targets.items()}
         for name, (owner, attribute) in targets.items():
             self.intervals[name] = []
+            self.cpu_seconds[name] = 0.0
             setattr(owner, attribute, self._timed(name, originals[name]))
         try:
             yield
@@ -157,14 +160,37 @@ class Stopwatch:
     def _timed(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(function)
         def timed_call(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.thread_time()
             try:
                 return function(*args, **kwargs)
             finally:
+                cpu = time.thread_time() - cpu_started
                 with self._lock:
                     self.intervals[name].append((started, time.perf_counter()))
+                    self.cpu_seconds[name] += cpu
 
         return timed_call
+
+
+def processes_cpu_seconds(command: str, proc: Path = Path("/proc")) -> float | None:
+    """CPU seconds used so far by the processes named `command`, and by their children that
+    have exited (a server's finished backends); None where there is no /proc (not Linux)."""
+    if not proc.is_dir():
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # exited meanwhile, or not ours to read
+            continue
+        name, _, rest = stat.partition(" (")[2].rpartition(") ")
+        if name == command:
+            # utime, stime, cutime, cstime: fields 14 to 17 of proc(5)'s stat line.
+            total += sum(int(field) for field in rest.split()[11:15])
+    return total / ticks
 
 
 def covered_seconds(intervals: list[tuple[float, float]]) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from benchmarks.measure import (
     growth_exponent,
     markdown_table,
     parse_importtime,
+    processes_cpu_seconds,
     recall_at_k,
     text_table,
 )
@@ -174,3 +177,44 @@ def test_stopwatch_records_calls_and_restores_the_function() -> None:
     assert all(end >= start for start, end in watch.intervals["work"])
     Counter().work(1)
     assert len(watch.intervals["work"]) == 2  # not recorded once restored
+
+
+def test_stopwatch_counts_the_calling_threads_cpu_not_its_waits() -> None:
+    def spin(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    class Work:
+        def busy(self) -> None:
+            spin(0.05)
+
+        def idle(self) -> None:
+            time.sleep(0.1)
+
+    watch = Stopwatch()
+    with watch.timing({"busy": (Work, "busy"), "idle": (Work, "idle")}):
+        Work().busy()
+        Work().idle()
+    assert watch.cpu_seconds["busy"] >= 0.05
+    assert watch.cpu_seconds["idle"] < 0.02
+    assert watch.intervals["idle"][0][1] - watch.intervals["idle"][0][0] >= 0.1
+
+
+def test_processes_cpu_seconds_sums_a_servers_processes_and_their_exited_children(tmp_path: Path) -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+
+    def process(pid: int, name: str, utime: int, stime: int, cutime: int, cstime: int) -> None:
+        (tmp_path / str(pid)).mkdir()
+        fields = ["S", "1", "1", "0", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime), str(cutime)]
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({name}) " + " ".join([*fields, str(cstime), "20", "0"]))
+
+    process(10, "postgres", 3 * ticks, ticks, 2 * ticks, 0)  # the server, with its finished backends
+    process(11, "postgres", ticks, 0, 0, 0)
+    process(12, "python3", 50 * ticks, 0, 0, 0)
+    process(13, "my (postgres) tool", 7 * ticks, 0, 0, 0)  # a name with a parenthesis is not "postgres"
+    (tmp_path / "14").mkdir()  # exited between the listing and the read
+    (tmp_path / "self").mkdir()
+
+    assert processes_cpu_seconds("postgres", tmp_path) == pytest.approx(7.0)
+    assert processes_cpu_seconds("postgres", tmp_path / "missing") is None

@@ -204,7 +204,7 @@ def test_queue_counts_and_retention_match_sqs_under_the_local_stack(stack: Local
 
 
 def sqs_backend_messages(stack: LocalStack) -> list[Any]:
-    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.sqs.models import sqs_backends
 
     return list(sqs_backends[DEFAULT_ACCOUNT_ID][stack.sqs.meta.region_name].queues["ClusterQueue"]._messages)
