@@ -209,13 +209,13 @@ def local_aws() -> Iterator[None]:
     with (
         environment(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION=REGION),  # noqa: S106
         mock_aws(),
-        linear_sqs_receive(),
+        sqs_at_one_instant(),
     ):
         yield
 
 
 @contextmanager
-def linear_sqs_receive() -> Iterator[None]:
+def sqs_at_one_instant() -> Iterator[None]:
     """moto's SQS with its per-message checks reading the clock once per call, not per message.
 
     moto 5 builds all of a queue's attributes to check one message's retention on receive, and
@@ -283,7 +283,7 @@ def served_aws(host: str, port: int) -> Iterator[str]:
     try:
         bound_host, bound_port = server.get_host_and_port()
         endpoint = f"http://{bound_host}:{bound_port}"
-        with environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS), linear_sqs_receive():
+        with environment(AWS_ENDPOINT_URL=endpoint, **SERVER_CREDENTIALS), sqs_at_one_instant():
             yield endpoint
     finally:
         server.stop()
