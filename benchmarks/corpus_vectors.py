@@ -5,7 +5,7 @@ EmbedFunction (extract → chunk by the model's tokens → embed every chunk →
 document vector), so clustering experiments and `make bench-quality` see the vectors the
 pipeline would store, without paying the embedding time (minutes on CPU) more than once.
 
-    python benchmarks/corpus_vectors.py ../shared/corpora/bbc-news   # writes out/vectors/bbc-news-<model>/
+    python benchmarks/corpus_vectors.py ../shared/corpora/bbc-news   # writes out/vectors/bbc-news-<model>-<provider>/
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ def load_corpus_vectors(
 ) -> CorpusVectors:
     """The cached vectors of `corpus`, embedding it first when there is no cache for its files."""
     settings = settings or Settings()
-    cache = cache_root / f"{corpus.resolve().name}-{settings.embedding_model}"
+    # The provider too: the onnx int8 export and sentence-transformers run the same model but
+    # give slightly different vectors, and one must not be measured with the other's cache.
+    cache = cache_root / f"{corpus.resolve().name}-{settings.embedding_model}-{settings.embedding_provider.value}"
     files = corpus_files(corpus)
     names = [f"{p.parent.name}/{p.name}" for p in files]
     meta_path, vectors_path = cache / "meta.json", cache / "vectors.npy"
