@@ -302,8 +302,7 @@ def test_the_covariance_refinement_runs_until_its_assignments_settle() -> None:
 
     model = _covariance_model(vectors, start.astype(np.int64))
 
-    assigned = _compact(np.argmax(vectors @ model.weights + model.bias, axis=1).astype(np.int64))
-    refitted = _discriminant(vectors, assigned)
-    again = _compact(np.argmax(vectors @ refitted.weights + refitted.bias, axis=1).astype(np.int64))
+    assigned = _compact(model.predict(vectors))
+    again = _compact(_discriminant(vectors, assigned).predict(vectors))
     assert np.array_equal(again, assigned)  # a fixed point: one more fit moves no document
     assert normalized_mutual_info_score(truth, assigned) > normalized_mutual_info_score(truth, start)

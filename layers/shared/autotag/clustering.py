@@ -187,13 +187,18 @@ class _LinearModel:
     weights: npt.NDArray[np.float32]  # dimensions x groups
     bias: npt.NDArray[np.float32]  # groups
 
+    def predict(self, rows: Vectors) -> npt.NDArray[np.int64]:
+        """The group each row (in the model's subspace) scores highest for."""
+        groups: npt.NDArray[np.int64] = np.argmax(rows @ self.weights + self.bias, axis=1).astype(np.int64)
+        return groups
+
 
 def _covariance_model(sample: Vectors, labels: npt.NDArray[np.int64]) -> _LinearModel:
     """Linear discriminant of the groups with one shared Ledoit-Wolf-shrunk covariance,
     re-fitted on its own assignments until they settle (a group it empties stays empty)."""
     model = _discriminant(sample, labels)
     for _ in range(MAX_COVARIANCE_ROUNDS - 1):
-        moved = _compact(np.argmax(sample @ model.weights + model.bias, axis=1).astype(np.int64))
+        moved = _compact(model.predict(sample))
         if np.array_equal(moved, labels) or len(np.unique(moved)) < 2:
             break
         labels = moved
@@ -218,7 +223,7 @@ def _assign(vectors: Vectors, axes: Vectors, model: _LinearModel) -> npt.NDArray
     labels = np.zeros(vectors.shape[0], dtype=np.int64)
     for start in range(0, vectors.shape[0], BLOCK_ROWS):
         block = normalise(vectors[start : start + BLOCK_ROWS]) @ axes
-        labels[start : start + len(block)] = np.argmax(block @ model.weights + model.bias, axis=1)
+        labels[start : start + len(block)] = model.predict(block)
     return labels
 
 
