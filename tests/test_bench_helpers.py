@@ -20,8 +20,8 @@ from benchmarks.measure import (
     growth_exponent,
     markdown_table,
     parse_importtime,
-    processes_cpu_seconds,
     recall_at_k,
+    server_cpu_seconds,
     text_table,
 )
 
@@ -201,20 +201,27 @@ def test_stopwatch_counts_the_calling_threads_cpu_not_its_waits() -> None:
     assert watch.intervals["idle"][0][1] - watch.intervals["idle"][0][0] >= 0.1
 
 
-def test_processes_cpu_seconds_sums_a_servers_processes_and_their_exited_children(tmp_path: Path) -> None:
+def test_server_cpu_seconds_sums_one_servers_processes_and_their_exited_children(tmp_path: Path) -> None:
     ticks = os.sysconf("SC_CLK_TCK")
+    proc, pgdata = tmp_path / "proc", tmp_path / "pgdata"
+    proc.mkdir()
+    pgdata.mkdir()
 
-    def process(pid: int, name: str, utime: int, stime: int, cutime: int, cstime: int) -> None:
-        (tmp_path / str(pid)).mkdir()
-        fields = ["S", "1", "1", "0", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime), str(cutime)]
-        (tmp_path / str(pid) / "stat").write_text(f"{pid} ({name}) " + " ".join([*fields, str(cstime), "20", "0"]))
+    def process(pid: int, parent: int, name: str, utime: int, stime: int, cutime: int, cstime: int) -> None:
+        (proc / str(pid)).mkdir()
+        fields = ["S", str(parent), "1", "0", "0", "-1", "0", "0", "0", "0", "0", str(utime), str(stime), str(cutime)]
+        (proc / str(pid) / "stat").write_text(f"{pid} ({name}) " + " ".join([*fields, str(cstime), "20", "0"]))
 
-    process(10, "postgres", 3 * ticks, ticks, 2 * ticks, 0)  # the server, with its finished backends
-    process(11, "postgres", ticks, 0, 0, 0)
-    process(12, "python3", 50 * ticks, 0, 0, 0)
-    process(13, "my (postgres) tool", 7 * ticks, 0, 0, 0)  # a name with a parenthesis is not "postgres"
-    (tmp_path / "14").mkdir()  # exited between the listing and the read
-    (tmp_path / "self").mkdir()
+    process(10, 1, "postgres", 3 * ticks, ticks, 2 * ticks, 0)  # the server, with its reaped backends
+    process(11, 10, "postgres", ticks, 0, 0, 0)  # a backend
+    process(12, 10, "my (postgres) ) tool", 2 * ticks, 0, 5 * ticks, 0)  # a child's own time only
+    process(20, 1, "postgres", 40 * ticks, 0, 0, 0)  # another server
+    process(21, 20, "postgres", 9 * ticks, 0, 0, 0)
+    process(30, 1, "python3", 50 * ticks, 0, 0, 0)
+    (proc / "14").mkdir()  # exited between the listing and the read
+    (proc / "self").mkdir()
 
-    assert processes_cpu_seconds("postgres", tmp_path) == pytest.approx(7.0)
-    assert processes_cpu_seconds("postgres", tmp_path / "missing") is None
+    assert server_cpu_seconds(pgdata, proc) is None  # no server running there
+    (pgdata / "postmaster.pid").write_text("10\n/data\n")
+    assert server_cpu_seconds(pgdata, proc) == pytest.approx(9.0)
+    assert server_cpu_seconds(pgdata, tmp_path / "missing") is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,53 @@ def sqs_backend_messages(stack: LocalStack) -> list[Any]:
     from moto.sqs.models import sqs_backends
 
     return list(sqs_backends[DEFAULT_ACCOUNT_ID][stack.sqs.meta.region_name].queues["ClusterQueue"]._messages)
+
+
+def test_an_upload_arrives_as_the_same_event_as_a_put_object_call(stack: LocalStack) -> None:
+    # The driver writes into moto's S3 backend directly; the ingest queue must see exactly the
+    # event a PutObject call gives (only the per-event ids and times differ).
+    stack.upload("ws/direct.txt", b"same bytes")
+    stack.s3.put_object(Bucket=stack.bucket, Key="ws/api.txt", Body=b"same bytes")
+    bodies = [
+        json.loads(m["Body"])
+        for m in stack.sqs.receive_message(QueueUrl=stack.ingest.url, MaxNumberOfMessages=10)["Messages"]
+    ]
+
+    def shape(event: dict[str, Any]) -> dict[str, Any]:
+        detail = {k: v for k, v in event["detail"].items() if k != "request-id"}
+        detail["object"] = {k: v for k, v in detail["object"].items() if k not in ("key", "sequencer")}
+        return {**{k: v for k, v in event.items() if k not in ("id", "time")}, "detail": detail}
+
+    assert sorted(b["detail"]["object"]["key"] for b in bodies) == ["ws/api.txt", "ws/direct.txt"]
+    assert shape(bodies[0]) == shape(bodies[1])
+    assert bodies[0]["detail-type"] == "Object Created"
+    stored = stack.s3.get_object(Bucket=stack.bucket, Key="ws/direct.txt")
+    assert stored["Body"].read() == b"same bytes"
+    assert stored["ETag"] == stack.s3.head_object(Bucket=stack.bucket, Key="ws/api.txt")["ETag"]
+    assert (stack.mirror / "ws/direct.txt").read_bytes() == b"same bytes"
+
+
+def test_moto_builds_each_services_url_table_once_under_the_local_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moto.core.base_backend import BaseBackend
+
+    built: list[str] = []
+    moto_table = BaseBackend.__dict__["urls"].fget
+
+    def counted(self: BaseBackend) -> Any:
+        built.append(type(self).__name__)
+        return moto_table(self)
+
+    monkeypatch.setattr(BaseBackend, "urls", property(counted))
+    with local_aws():
+        stack = LocalStack(load_rules(TEMPLATE), "autotag-local-documents", tmp_path)
+        stack.create()
+        for n in range(3):
+            stack.upload(f"ws/{n}.txt", b"x")
+            assert stack.s3.get_object(Bucket=stack.bucket, Key=f"ws/{n}.txt")["Body"].read() == b"x"
+        assert stack.waiting_messages(stack.ingest) == 3
+    # moto alone builds the table on every request (S3 here: CreateBucket, the notification
+    # setting, three GetObject calls).
+    assert built.count("S3Backend") == 1
+    assert built.count("SQSBackend") == 1

@@ -276,3 +276,46 @@ def test_an_invocation_out_of_time_fails_its_records_for_a_retry(aws: FakeAWS, o
     assert failed_ids(response) == ["message-0", "message-1"]
     assert "ran out of time" in document(POLICY)["reason"]
     assert openai_env.requests == []
+
+
+def test_a_batch_reads_its_stored_documents_in_one_query(aws: FakeAWS, monkeypatch: pytest.MonkeyPatch) -> None:
+    from autotag.store import Store
+
+    invoke("embed", created_event_for(POLICY, "0055AED6DCD90281E0"))  # stored before: unchanged below
+    lookups: list[int] = []
+    batch_lookup = Store.get_documents
+
+    def counted(self: Store, refs: Any) -> Any:
+        lookups.append(len(refs))
+        return batch_lookup(self, refs)
+
+    def one_by_one(self: Store, ref: Any) -> Any:
+        raise AssertionError(f"read {ref.key} alone")
+
+    monkeypatch.setattr(Store, "get_documents", counted)
+    monkeypatch.setattr(Store, "get_document", one_by_one)
+    keys = (POLICY, DESIGN, LOAD_TEST, REMINDER)
+    response = invoke("embed", sqs_batch(*(json.dumps(created_event_for(k, "0055AED6DCD90281E1")) for k in keys)))
+
+    assert failed_ids(response) == [] and lookups == [4]
+    assert [document(k)["status"] for k in keys] == ["embedded"] * 4
+    assert document(POLICY)["sequencer"] == "0055AED6DCD90281E1"  # unchanged content, identity moved on
+
+
+def test_if_the_batch_lookup_fails_each_document_reads_its_own_row(
+    aws: FakeAWS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from autotag.store import Store
+
+    def broken(self: Store, refs: Any) -> Any:
+        self.conn.execute("SELECT no_such_column FROM documents")
+
+    monkeypatch.setattr(Store, "get_documents", broken)
+    invoke("embed", created_event_for(DESIGN, "0055AED6DCD90281E0"))  # stored first: older below
+
+    response = invoke("embed", two_documents())
+
+    assert failed_ids(response) == []
+    assert document(POLICY)["status"] == "embedded"
+    assert document(DESIGN)["embedded_at"] is not None
+    assert document(DESIGN)["sequencer"] == "0055AED6DCD90281E0"

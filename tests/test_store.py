@@ -490,6 +490,32 @@ def test_same_key_in_two_workspaces_is_two_documents(store: Store, rng: np.rando
     assert store.pending_workspaces(["alpha", "beta"]) == {"alpha": 2}
 
 
+def test_stored_documents_are_read_per_workspace_and_bucket(store: Store, rng: np.random.Generator) -> None:
+    alpha, beta = ObjectRef("alpha", BUCKET, "shared/report.txt"), ObjectRef("beta", BUCKET, "shared/report.txt")
+    other_bucket = ObjectRef("alpha", "archive", "shared/report.txt")
+    id_alpha = embed(store, alpha, content_for(rng, ["alpha text"]), n=3)
+    id_other = embed(store, other_bucket, content_for(rng, ["archived text"]), n=4)
+    never = ObjectRef("alpha", BUCKET, "never/written.txt")
+
+    found = store.get_documents([alpha, beta, other_bucket, never, alpha])
+
+    assert set(found) == {alpha, other_bucket}  # beta's key is another workspace's
+    assert (found[alpha].id, found[alpha].status) == (id_alpha, "embedded")
+    assert found[alpha].sequencer == version_of(3).sequencer
+    assert found[other_bucket].id == id_other and found[other_bucket].etag == version_of(4).etag
+    assert found[alpha] == store.get_document(alpha)
+    assert store.get_documents([]) == {}
+
+
+def test_re_embedding_replaces_the_chunks_of_the_row_it_found(store: Store, rng: np.random.Generator) -> None:
+    ref = ObjectRef("ws", BUCKET, "notes.txt")
+    document_id = embed(store, ref, content_for(rng, ["one", "two", "three"]))
+    with store.locked_document(ref) as current:
+        assert current is not None
+        store.write_embedded(ref, version_of(2), content_for(rng, ["only"]), replaces=current is not None)
+    assert count(store.conn, "chunks", document_id) == 1
+
+
 def test_pending_workspaces_only_lists_requested_and_behind(store: Store, rng: np.random.Generator) -> None:
     for workspace in ("a", "b", "c"):
         embed(store, ObjectRef(workspace, BUCKET, "k"), content_for(rng, ["t"]))

@@ -197,6 +197,7 @@ class EmbedPipeline:
         self.embedder = embedder
         self.s3 = s3
         self.windows = chunk_windows(settings, embedder.max_input_tokens)
+        self._stored: dict[ObjectRef, StoredDocument | None] = {}
         self.limits = ExtractionLimits(
             max_pages=settings.max_pages,
             max_chars=settings.max_extracted_chars,
@@ -208,6 +209,7 @@ class EmbedPipeline:
         """Process every change of every item (an SQS message id, or one direct invocation)."""
         report = BatchReport()
         work: list[_Work] = []
+        self._stored = self._look_up_stored([change for _, changes in items for change in changes])
         for item, changes in items:
             for change in changes:
                 prepared = self._guarded(report, item, change, partial(self._prepare, change))
@@ -219,6 +221,34 @@ class EmbedPipeline:
             if unit.vectors is not None:
                 self._guarded(report, unit.item, unit.change, partial(self._write_embedded, unit))
         return report
+
+    def _look_up_stored(self, changes: Sequence[ObjectChange]) -> dict[ObjectRef, StoredDocument | None]:
+        """The stored state of every created object of the batch, in one query instead of one each.
+
+        Only a first, cheap decision rests on it (skip an unchanged or older event before
+        fetching); every write re-reads the row under the key's lock. If the query fails,
+        each document reads its own row, and fails or retries alone.
+        """
+        refs = [
+            ObjectRef(c.workspace, c.bucket, c.key)
+            for c in changes
+            if c.workspace is not None and c.kind is ChangeKind.CREATED and not c.is_folder
+        ]
+        if not refs:
+            return {}
+        try:
+            found = self.store.get_documents(refs)
+        except Exception:
+            logger.warning("could not read the batch's stored documents at once; reading them one each", exc_info=True)
+            self.store.rollback()
+            return {}
+        return {ref: found.get(ref) for ref in refs}
+
+    def _stored_document(self, ref: ObjectRef) -> StoredDocument | None:
+        # A key's second event in one batch reads the row again: the first may have written it.
+        if ref in self._stored:
+            return self._stored.pop(ref)
+        return self.store.get_document(ref)
 
     def _guarded(self, report: BatchReport, item: str, change: ObjectChange, step: Callable[[], Step]) -> _Work | None:
         try:
@@ -274,7 +304,7 @@ class EmbedPipeline:
         assert change.workspace is not None
         ref = ObjectRef(change.workspace, change.bucket, change.key)
         version = ObjectVersion(change.etag, change.version_id, change.sequencer, change.size)
-        stored = self.store.get_document(ref)
+        stored = self._stored_document(ref)
         if stored is not None and sequencer_is_older(change.sequencer, stored.sequencer):
             return Outcome(change, Result.IGNORED, "event is older than the stored state of this key")
         if self._same_object(stored, change):
@@ -484,7 +514,7 @@ class EmbedPipeline:
         with self.store.locked_document(unit.ref) as current:
             if current is not None and sequencer_is_older(unit.version.sequencer, current.sequencer):
                 return Outcome(unit.change, Result.IGNORED, "a newer event for this key was processed meanwhile")
-            self.store.write_embedded(unit.ref, unit.version, content)
+            self.store.write_embedded(unit.ref, unit.version, content, replaces=current is not None)
         return Outcome(unit.change, Result.EMBEDDED, f"{len(chunks)} chunks" + (f"; {note}" if note else ""))
 
     def _record_failure(self, change: ObjectChange, reason: str) -> None:

@@ -156,14 +156,32 @@ class Store:
         self.conn.commit()
         return row
 
+    def get_documents(self, refs: Sequence[ObjectRef]) -> dict[ObjectRef, StoredDocument]:
+        """The stored state of each of `refs` that has a row: one query per workspace and bucket."""
+        keys: dict[tuple[str, str], list[str]] = {}
+        for ref in refs:
+            keys.setdefault((ref.workspace, ref.bucket), []).append(ref.key)
+        found: dict[ObjectRef, StoredDocument] = {}
+        for (workspace, bucket), names in keys.items():
+            rows = self.conn.execute(
+                "SELECT key, id, status, etag, sequencer, content_sha256, model FROM documents"
+                " WHERE workspace = %s AND bucket = %s AND key = ANY(%s)",
+                (workspace, bucket, sorted(set(names))),
+            ).fetchall()
+            for key, *state in rows:
+                found[ObjectRef(workspace, bucket, key)] = StoredDocument(*state)
+        self.conn.commit()
+        return found
+
     @contextmanager
     def locked_document(self, ref: ObjectRef) -> Iterator[StoredDocument | None]:
         """A transaction holding the key's lock, yielding the document's current state."""
         with self.conn.transaction():
-            self.conn.execute("INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING", (ref.workspace,))
+            # One round trip: the workspace row (for the foreign keys) and the key's lock.
             self.conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
-                (f"{ref.workspace}\n{ref.bucket}\n{ref.key}",),
+                "WITH workspace AS (INSERT INTO workspaces (workspace) VALUES (%s) ON CONFLICT DO NOTHING)"
+                " SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                (ref.workspace, f"{ref.workspace}\n{ref.bucket}\n{ref.key}"),
             )
             with self.conn.cursor(row_factory=class_row(StoredDocument)) as cur:
                 cur.execute(
@@ -173,8 +191,14 @@ class Store:
                 )
                 yield cur.fetchone()
 
-    def write_embedded(self, ref: ObjectRef, version: ObjectVersion, content: EmbeddedContent) -> None:
-        """Inside `locked_document`: store the document, its chunks and vectors; move the workspace on."""
+    def write_embedded(
+        self, ref: ObjectRef, version: ObjectVersion, content: EmbeddedContent, *, replaces: bool = True
+    ) -> None:
+        """Inside `locked_document`: store the document, its chunks and vectors; move the workspace on.
+
+        `replaces=False` when `locked_document` found no row for the key: there are then no
+        chunks to delete (every writer of chunks holds the key's lock).
+        """
         row = self.conn.execute(
             "INSERT INTO documents (workspace, bucket, key, etag, version_id, sequencer, size_bytes,"
             " content_sha256, content_type, title, status, reason, model, token_count, chunk_count,"
@@ -210,7 +234,10 @@ class Store:
         ).fetchone()
         assert row is not None
         document_id = int(row[0])
-        self.conn.execute("DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id))
+        if replaces:
+            self.conn.execute(
+                "DELETE FROM chunks WHERE workspace = %s AND document_id = %s", (ref.workspace, document_id)
+            )
         with self.conn.cursor() as cur:
             cur.executemany(
                 "INSERT INTO chunks (document_id, workspace, ordinal, text, token_count, embedding)"
