@@ -77,8 +77,11 @@ def local_pipeline(
         os.environ["AUTOTAG_CLUSTER_DLQ_URL"] = stack.cluster.dlq_url
         reset_runtime()
         runtime = get_runtime()
-        # Load the model and migrate once here, not in five racing handler threads.
+        # Load the model, make the AWS clients and migrate once here, as each Lambda execution
+        # environment's init would, not in the first invocations (five racing handler threads).
         runtime.embedder  # noqa: B018
+        runtime.s3  # noqa: B018
+        runtime.sqs  # noqa: B018
         runtime.store  # noqa: B018
         functions = template.parent / "functions"
         try:
