@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer as HFTokenizer
 
 from autotag.chunking import chunk_text
 from autotag.embeddings import LocalEmbedder, build_embedder
@@ -80,6 +81,61 @@ def test_chunker_limits_and_spans_are_sentence_transformers(
     assert onnx_embedder.tokenizer.token_spans(text) == torch_embedder.tokenizer.token_spans(text)
     chunked = chunk_text(text, onnx_embedder.tokenizer, max_tokens=254, overlap=32, max_chunks=64)
     assert chunked.chunks and all(chunk.token_count <= 254 for chunk in chunked.chunks)
+
+
+TRICKY = (
+    "The reimbursement of £5,000 was approved; naïve café owners in Zürich and 東京 paid "
+    "US$12.50 per e-mail (re-sent) at 09:30. Antidisestablishmentarianism isn't new. "
+)
+
+
+def test_chunks_carry_the_ids_their_text_tokenises_into(onnx_embedder: OnnxEmbedder) -> None:
+    texts = [*demo_texts(), TRICKY * 40]
+    chunks = [
+        chunk
+        for text in texts
+        for chunk in chunk_text(text, onnx_embedder.tokenizer, max_tokens=60, overlap=12, max_chunks=200).chunks
+    ]
+    with_ids = [chunk for chunk in chunks if chunk.token_ids is not None]
+    spans = HFTokenizer.from_file(str(DEFAULT_ONNX_MODEL_DIR / TOKENIZER_FILE))
+    spans.no_truncation()
+    for chunk in with_ids:
+        assert list(chunk.token_ids or ()) == spans.encode(chunk.text, add_special_tokens=False).ids, chunk.text
+    # Windows that end inside a word ("reimburse|ment", "£|5") go as text; most carry their ids.
+    without = [chunk for chunk in chunks if chunk.token_ids is None]
+    assert without and len(with_ids) > 0.6 * len(chunks)
+    assert any(spans.encode(c.text, add_special_tokens=False).ids != list(c.token_ids or ()) for c in without)
+
+
+def test_chunks_embed_exactly_as_their_texts_without_tokenising_again() -> None:
+    embedder = OnnxEmbedder(DEFAULT_ONNX_MODEL_DIR)
+    chunks = [
+        chunk
+        for text in [*demo_texts(), TRICKY * 40]
+        for chunk in chunk_text(text, embedder.tokenizer, max_tokens=254, overlap=32, max_chunks=64).chunks
+    ]
+    by_text = embedder.embed([chunk.text for chunk in chunks])
+    tokenised: list[str] = []
+    batch_tokenizer = embedder._batch_tokenizer
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(batch_tokenizer, name)
+
+        def encode_batch(self, texts: list[str]) -> object:
+            tokenised.extend(texts)
+            return batch_tokenizer.encode_batch(texts)
+
+        def encode(self, text: str) -> object:
+            tokenised.append(text)
+            return batch_tokenizer.encode(text)
+
+    embedder._batch_tokenizer = Counting()  # type: ignore[assignment]
+    by_ids = embedder.embed_chunks(chunks)
+
+    assert np.array_equal(by_ids, by_text)  # the same batches, so bit for bit the same vectors
+    assert sorted(tokenised) == sorted(chunk.text for chunk in chunks if chunk.token_ids is None)
+    assert len(tokenised) < len(chunks) / 2
 
 
 def test_embedding_order_and_empty_input(onnx_embedder: OnnxEmbedder) -> None:

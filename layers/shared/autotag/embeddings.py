@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
-from autotag.chunking import Tokenizer
+from autotag.chunking import Chunk, Tokenizer
 from autotag.provider_retries import RetryPolicy
 from autotag.rate_budget import RateBudget
 from autotag.settings import KNOWN_DIMENSIONS, SHORTENABLE_MODELS, EmbeddingProvider, Settings
@@ -54,6 +54,20 @@ class Embedder(Protocol):
     def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
         """One L2-normalised row per text, in order, within `timeout` seconds if given."""
         ...
+
+
+@runtime_checkable
+class ChunkEmbedder(Protocol):
+    def embed_chunks(self, chunks: Sequence[Chunk], *, timeout: float | None = None) -> Vectors:
+        """As `embed` of the chunks' texts, using the token ids the chunker already found."""
+        ...
+
+
+def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], *, timeout: float | None = None) -> Vectors:
+    """One row per chunk: by its token ids where the provider takes them, else by its text."""
+    if isinstance(embedder, ChunkEmbedder):
+        return embedder.embed_chunks(chunks, timeout=timeout)
+    return embedder.embed([chunk.text for chunk in chunks], timeout=timeout)
 
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:

@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from autotag.chunking import Chunk, ChunkedText, chunk_text
 from autotag.database import CONNECT_TIMEOUT_SECONDS
-from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector
+from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector, embed_chunks
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
 from autotag.extraction import Extracted, ExtractionLimits, Skipped, extract
 from autotag.settings import Settings
@@ -452,10 +452,10 @@ class EmbedPipeline:
         """
         if not work:
             return
-        texts = [chunk.text for unit in work for chunk in self._chunks(unit)]
+        chunks = [chunk for unit in work for chunk in self._chunks(unit)]
         try:
             self._check_time()
-            vectors = self.embedder.embed(texts, timeout=self._time_left())
+            vectors = embed_chunks(self.embedder, chunks, timeout=self._time_left())
         except EmbeddingInputError:
             logger.warning("the provider rejected the batch; embedding document by document", exc_info=True)
             for unit in work:
@@ -473,7 +473,7 @@ class EmbedPipeline:
 
     def _embed_one(self, unit: _Work) -> Step:
         self._check_time()
-        unit.vectors = self.embedder.embed([chunk.text for chunk in self._chunks(unit)], timeout=self._time_left())
+        unit.vectors = embed_chunks(self.embedder, self._chunks(unit), timeout=self._time_left())
         return None
 
     def _time_left(self) -> float | None:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from autotag.chunking import Tokenizer
+from autotag.chunking import Chunk, Tokenizer, Tokens
 from autotag.embeddings import Vectors, normalise
 from autotag.onnx_export import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE
 
@@ -46,6 +46,22 @@ class _SpanTokenizer:
     def token_spans(self, text: str) -> list[tuple[int, int]]:
         encoding = self._tokenizer.encode(text, add_special_tokens=False)
         return [(int(start), int(end)) for start, end in encoding.offsets]
+
+
+class _WordPieceTokenizer(_SpanTokenizer):
+    """Also the ids, and which tokens start a word (WordPiece marks the others with "##")."""
+
+    def __init__(self, tokenizer: Any, continuation: str) -> None:
+        super().__init__(tokenizer)
+        self._continuation = continuation
+
+    def tokens(self, text: str) -> Tokens:
+        encoding = self._tokenizer.encode(text, add_special_tokens=False)
+        return Tokens(
+            ids=list(encoding.ids),
+            spans=[(int(start), int(end)) for start, end in encoding.offsets],
+            starts_word=[not token.startswith(self._continuation) for token in encoding.tokens],
+        )
 
 
 class OnnxEmbedder:
@@ -78,7 +94,13 @@ class OnnxEmbedder:
         spans = HFTokenizer.from_file(str(model_dir / TOKENIZER_FILE))
         spans.no_truncation()
         spans.no_padding()
-        self.tokenizer: Tokenizer = _SpanTokenizer(spans)
+        self.tokenizer: Tokenizer = _span_tokenizer(spans)
+        # What the model's template puts around a text ([CLS] ... [SEP]) and pads with, for
+        # chunks that arrive as token ids.
+        empty = self._batch_tokenizer.encode("")
+        specials = [token for token, real in zip(empty.ids, empty.attention_mask, strict=True) if real]
+        self._wrap = (specials[:1], specials[1:]) if len(specials) == special == 2 else None
+        self._pad_id = int((self._batch_tokenizer.padding or {}).get("pad_id", 0))
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # One thread per run, and as many runs at once as there are cores, instead of one run
@@ -97,25 +119,64 @@ class OnnxEmbedder:
         # same cores instead of multiplying the runs.
         self._runs = ThreadPoolExecutor(max_workers=threads or usable_cores(), thread_name_prefix="onnx")
 
+    def embed_chunks(self, chunks: Sequence[Chunk], *, timeout: float | None = None) -> Vectors:
+        """As `embed` of the chunks' texts; a chunk with token ids is not tokenised again."""
+        if self._wrap is None:
+            return self.embed([chunk.text for chunk in chunks], timeout=timeout)
+        items: list[str | tuple[int, ...]] = [
+            chunk.text if chunk.token_ids is None else chunk.token_ids for chunk in chunks
+        ]
+        # Batched by text length, as `embed` batches: the int8 model's activations are quantised
+        # per batch, so the same batches give exactly `embed`'s vectors.
+        return self._embed_items(items, [len(chunk.text) for chunk in chunks])
+
     def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
         # Runs on this CPU and cannot be interrupted: `timeout` only matters to callers that
         # check their own time before calling.
-        result = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        return self._embed_items(list(texts), [len(text) for text in texts])
+
+    def _embed_items(self, items: list[str | tuple[int, ...]], lengths: list[int]) -> Vectors:
+        result = np.zeros((len(items), self.dimensions), dtype=np.float32)
         # Similar lengths together, as sentence-transformers does: less padding per batch.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        order = sorted(range(len(items)), key=lambda i: -lengths[i])
         batches = [order[start : start + BATCH_SIZE] for start in range(0, len(order), BATCH_SIZE)]
-        vectors = self._runs.map(self._embed_batch, [[texts[i] for i in batch] for batch in batches])
+        vectors = self._runs.map(self._embed_batch, [[items[i] for i in batch] for batch in batches])
         for batch, batch_vectors in zip(batches, vectors, strict=True):
             result[batch] = batch_vectors
         return result
 
-    def _embed_batch(self, texts: list[str]) -> Vectors:
-        encodings = self._batch_tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+    def _embed_batch(self, items: list[str | tuple[int, ...]]) -> Vectors:
+        if all(isinstance(item, str) for item in items):
+            encodings = self._batch_tokenizer.encode_batch(items)
+            ids = np.asarray([e.ids for e in encodings], dtype=np.int64)
+            mask = np.asarray([e.attention_mask for e in encodings], dtype=np.int64)
+        else:
+            ids, mask = self._padded([self._row(item) for item in items])
         feed = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         (hidden,) = self._session.run(["last_hidden_state"], {k: v for k, v in feed.items() if k in self._inputs})
         return mean_pool(np.asarray(hidden, dtype=np.float32), mask)
+
+    def _row(self, item: str | tuple[int, ...]) -> list[int]:
+        """The model's input ids for one text or one chunk's ids, special tokens included."""
+        if isinstance(item, str):
+            encoding = self._batch_tokenizer.encode(item)
+            return [token for token, real in zip(encoding.ids, encoding.attention_mask, strict=True) if real]
+        assert self._wrap is not None
+        return [*self._wrap[0], *item, *self._wrap[1]]
+
+    def _padded(self, rows: list[list[int]]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        ids = np.full((len(rows), max(len(row) for row in rows)), self._pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
+
+
+def _span_tokenizer(tokenizer: Any) -> Tokenizer:
+    model = tokenizer.model
+    continuation = getattr(model, "continuing_subword_prefix", None) if type(model).__name__ == "WordPiece" else None
+    return _WordPieceTokenizer(tokenizer, continuation) if continuation else _SpanTokenizer(tokenizer)
 
 
 def usable_cores() -> int:
