@@ -140,7 +140,7 @@ class Bench:
                     "cluster": (handlers, "handle_cluster"),
                     "embed": (handlers, "handle_embed"),
                     "uploads": (local_run, "_sync"),
-                    "model": (type(embedder), "embed_chunks"),
+                    "model": (type(embedder), "embed_documents"),
                     # The onnx provider's session runs, on its own threads: the model's CPU.
                     "model_runs": (type(embedder), "_embed_batch"),
                     "aws_emulator": (BaseClient, "_make_api_call"),

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from autotag.chunking import chunk_text
-from autotag.embeddings import Embedder, Vectors, build_embedder, document_vector
+from autotag.embeddings import Embedder, Vectors, build_embedder, document_vector, embed_documents
 from autotag.extraction import Extracted, extract
 from autotag.ingest import chunk_windows
 from autotag.settings import Settings
@@ -31,8 +31,9 @@ CACHE_ROOT = Path("out/vectors")
 # to show progress.
 EMBED_SLICE = 64
 # Bumped whenever the way vectors are computed changes, so older caches are rebuilt
-# (version 1 cut every document into no chunks: all its vectors were zero).
-CACHE_FORMAT = 2
+# (version 1 cut every document into no chunks: all its vectors were zero; version 2 batched
+# chunks across documents, as the pipeline did then).
+CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,8 @@ def embed_corpus(files: list[Path], embedder: Embedder, settings: Settings) -> C
             ).chunks
             for _, doc in part
         ]
-        vectors = embedder.embed([chunk.text for chunks in chunked for chunk in chunks])
-        start = 0
-        for chunks in chunked:
-            rows.append(document_vector(vectors[start : start + len(chunks)], [c.token_count for c in chunks]))
-            start += len(chunks)
+        for chunks, vectors in zip(chunked, embed_documents(embedder, chunked), strict=True):
+            rows.append(document_vector(vectors, [c.token_count for c in chunks]))
         done = offset + len(part)
         print(f"embedded {done}/{len(extracted)} documents in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return CorpusVectors(

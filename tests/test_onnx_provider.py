@@ -17,7 +17,7 @@ import pytest
 from tokenizers import Tokenizer as HFTokenizer
 
 from autotag.chunking import chunk_text
-from autotag.embeddings import LocalEmbedder, build_embedder
+from autotag.embeddings import LocalEmbedder, build_embedder, embed_documents
 from autotag.onnx_embedding import BATCH_SIZE, MissingModelError, OnnxEmbedder, mean_pool
 from autotag.onnx_export import TOKENIZER_FILE, packaged_model_dir, tokenizer_config
 from autotag.settings import DEFAULT_ONNX_MODEL_DIR, EmbeddingProvider, load_settings
@@ -221,3 +221,23 @@ def test_missing_model_is_an_error_naming_the_variable(monkeypatch: pytest.Monke
     (tmp_path / "model.onnx").write_bytes(b"")
     with pytest.raises(MissingModelError, match=r"tokenizer.json, export.json not found"):
         OnnxEmbedder(tmp_path)
+
+
+def test_a_documents_vectors_do_not_depend_on_the_other_documents_in_the_call(onnx_embedder: OnnxEmbedder) -> None:
+    """Which files share an SQS batch depends on upload timing; the vectors must not."""
+    documents = [
+        chunk_text(text, onnx_embedder.tokenizer, max_tokens=60, overlap=12, max_chunks=200).chunks
+        for text in demo_texts()
+    ]
+    assert len(documents) >= 6 and max(len(chunks) for chunks in documents) > BATCH_SIZE
+    together = embed_documents(onnx_embedder, documents)
+    alone = [embed_documents(onnx_embedder, [chunks])[0] for chunks in documents]
+    order = list(range(1, len(documents), 2)) + list(range(0, len(documents), 2))
+    regrouped = dict(zip(order, embed_documents(onnx_embedder, [documents[i] for i in order]), strict=True))
+    for number, vectors in enumerate(together):
+        assert vectors.shape == (len(documents[number]), onnx_embedder.dimensions)
+        assert np.array_equal(vectors, alone[number])  # bit for bit
+        assert np.array_equal(vectors, regrouped[number])
+    # Batches across documents, as the pipeline had them, are not: the int8 model quantises per batch.
+    flat = onnx_embedder.embed_chunks([chunk for chunks in documents for chunk in chunks])
+    assert not np.array_equal(flat, np.vstack(together))

@@ -80,7 +80,8 @@ def group_documents(
 
     1. On a sample, Ward's merge tree gives a grouping for every candidate k at once; each is
        polished by spherical KMeans iterations, and the cosine silhouette picks k (the fewest
-       groups within one standard error of the best).
+       groups within one standard error of the best) among the groupings that step 2 refines
+       every cut into.
        The vectors are used as they are: the cosine distance of unit vectors does not depend
        on where their cone points, and centring them on the workspace mean (then
        re-normalising) distorts it exactly when topics are of very unequal sizes: the mean
@@ -113,10 +114,9 @@ def group_documents(
     sample = normalise(vectors[_sample_rows(n)])
     axes = _principal_axes(sample)
     reduced = sample @ axes
-    labels = _best_cut(sample, reduced, candidates, preferred_k)
-    if labels is None:
+    model = _best_model(sample, reduced, candidates, preferred_k)
+    if model is None:
         return _grouping(vectors, np.zeros(n, dtype=np.int64))
-    model = _covariance_model(reduced, labels)
     return _grouping(vectors, _assign(vectors, axes, model))
 
 
@@ -136,12 +136,17 @@ def _principal_axes(sample: Vectors) -> Vectors:
     return axes
 
 
-def _best_cut(
-    sample: Vectors, reduced: Vectors, candidates: range, preferred_k: int | None
-) -> npt.NDArray[np.int64] | None:
-    """The grouping of `sample`, over the candidate k, chosen by the cosine silhouette: the
-    fewest groups whose silhouette is within one standard error of the best (or `preferred_k`
-    groups, if that is nearly as good).
+def _best_model(sample: Vectors, reduced: Vectors, candidates: range, preferred_k: int | None) -> _LinearModel | None:
+    """The grouping model of `sample`, over the candidate k, chosen by the cosine silhouette of
+    the groups it assigns: the fewest groups whose silhouette is within one standard error of
+    the best (or `preferred_k` groups, if that is nearly as good).
+
+    Each cut of the merge tree is polished by spherical KMeans and refined by the covariance
+    model before it is scored, so k is judged by the grouping that would be returned, not by
+    an intermediate one. That matters where topics are close: on the demo drive's 53
+    documents the raw cuts' silhouettes lie within 0.016 of each other for 2 to 6 groups and
+    the rule took 2 (NMI 0.57), while the refined groupings separate the four folders
+    (k = 4, NMI 1.0); BBC News and its four unequal cuts choose the same k either way.
 
     The one-standard-error rule (as for the gap statistic): k whose mean silhouettes differ by
     less than their sampling error are equally supported, and the simpler grouping is the one
@@ -151,15 +156,19 @@ def _best_cut(
     tree = linkage(reduced, method="ward")
     distances = np.clip(1.0 - sample @ sample.T, 0.0, 2.0)
     np.fill_diagonal(distances, 0.0)
-    scored: dict[int, tuple[float, float, npt.NDArray[np.int64]]] = {}
+    scored: dict[int, tuple[float, float, _LinearModel]] = {}
     for k in candidates:
-        labels = _lloyd(sample, (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64))
+        cut = _lloyd(sample, (fcluster(tree, k, criterion="maxclust") - 1).astype(np.int64))
+        if len(np.unique(cut)) < 2:
+            continue
+        model = _covariance_model(reduced, cut)
+        labels = _compact(model.predict(reduced))
         found = len(np.unique(labels))
         if found < 2 or found in scored:
             continue
         silhouettes = silhouette_samples(distances, labels, metric="precomputed")
         error = float(np.std(silhouettes, ddof=1) / np.sqrt(len(silhouettes)))
-        scored[found] = (float(np.mean(silhouettes)), error, labels)
+        scored[found] = (float(np.mean(silhouettes)), error, model)
     if not scored:
         return None
     best_k = max(scored, key=lambda k: (scored[k][0], -k))

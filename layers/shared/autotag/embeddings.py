@@ -7,6 +7,7 @@ provider's limits allow.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import time
@@ -68,6 +69,30 @@ def embed_chunks(embedder: Embedder, chunks: Sequence[Chunk], *, timeout: float 
     if isinstance(embedder, ChunkEmbedder):
         return embedder.embed_chunks(chunks, timeout=timeout)
     return embedder.embed([chunk.text for chunk in chunks], timeout=timeout)
+
+
+@runtime_checkable
+class DocumentEmbedder(Protocol):
+    def embed_documents(self, documents: Sequence[Sequence[Chunk]], *, timeout: float | None = None) -> list[Vectors]:
+        """Each document's chunk vectors, each independent of the other documents in the call."""
+        ...
+
+
+def embed_documents(
+    embedder: Embedder, documents: Sequence[Sequence[Chunk]], *, timeout: float | None = None
+) -> list[Vectors]:
+    """One matrix of chunk vectors per document, in one call to the provider.
+
+    A provider whose vectors depend on what shares a batch with a text (the int8 model
+    quantises its activations per batch) keeps each document's batches to itself: a document
+    then gets the same vectors whichever other files arrived in the same SQS batch, and the
+    categories do not depend on the timing of uploads.
+    """
+    if isinstance(embedder, DocumentEmbedder):
+        return embedder.embed_documents(documents, timeout=timeout)
+    vectors = embed_chunks(embedder, [chunk for chunks in documents for chunk in chunks], timeout=timeout)
+    bounds = np.cumsum([0, *(len(chunks) for chunks in documents)])
+    return [vectors[start:end] for start, end in itertools.pairwise(bounds)]
 
 
 def normalise(vectors: npt.NDArray[Any]) -> Vectors:

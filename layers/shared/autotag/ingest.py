@@ -23,7 +23,7 @@ from botocore.exceptions import ClientError
 
 from autotag.chunking import Chunk, ChunkedText, chunk_text
 from autotag.database import CONNECT_TIMEOUT_SECONDS
-from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector, embed_chunks
+from autotag.embeddings import Embedder, EmbeddingInputError, Vectors, document_vector, embed_documents
 from autotag.events import ChangeKind, ObjectChange, sequencer_is_older
 from autotag.extraction import Extracted, ExtractionLimits, Skipped, extract
 from autotag.settings import Settings
@@ -444,7 +444,8 @@ class EmbedPipeline:
         return True
 
     def _embed(self, report: BatchReport, work: list[_Work]) -> None:
-        """All chunks of all documents in one embed call.
+        """All chunks of all documents in one embed call (batched per document by the
+        providers whose vectors depend on what shares a batch: see `embed_documents`).
 
         When the provider rejects the input, each document is sent alone so only the bad one
         fails. Any other error (rate limit, outage, timeout) would fail each of them again,
@@ -452,10 +453,9 @@ class EmbedPipeline:
         """
         if not work:
             return
-        chunks = [chunk for unit in work for chunk in self._chunks(unit)]
         try:
             self._check_time()
-            vectors = embed_chunks(self.embedder, chunks, timeout=self._time_left())
+            vectors = embed_documents(self.embedder, [self._chunks(unit) for unit in work], timeout=self._time_left())
         except EmbeddingInputError:
             logger.warning("the provider rejected the batch; embedding document by document", exc_info=True)
             for unit in work:
@@ -465,15 +465,12 @@ class EmbedPipeline:
             for unit in work:
                 self._guarded(report, unit.item, unit.change, partial(_raise, exc))
             return
-        offset = 0
-        for unit in work:
-            count = len(self._chunks(unit))
-            unit.vectors = vectors[offset : offset + count]
-            offset += count
+        for unit, unit_vectors in zip(work, vectors, strict=True):
+            unit.vectors = unit_vectors
 
     def _embed_one(self, unit: _Work) -> Step:
         self._check_time()
-        unit.vectors = embed_chunks(self.embedder, self._chunks(unit), timeout=self._time_left())
+        (unit.vectors,) = embed_documents(self.embedder, [self._chunks(unit)], timeout=self._time_left())
         return None
 
     def _time_left(self) -> float | None:

@@ -123,12 +123,38 @@ class OnnxEmbedder:
         """As `embed` of the chunks' texts; a chunk with token ids is not tokenised again."""
         if self._wrap is None:
             return self.embed([chunk.text for chunk in chunks], timeout=timeout)
-        items: list[str | tuple[int, ...]] = [
-            chunk.text if chunk.token_ids is None else chunk.token_ids for chunk in chunks
-        ]
+        items = [self._item(chunk) for chunk in chunks]
         # Batched by text length, as `embed` batches: the int8 model's activations are quantised
         # per batch, so the same batches give exactly `embed`'s vectors.
         return self._embed_items(items, [len(chunk.text) for chunk in chunks])
+
+    def embed_documents(self, documents: Sequence[Sequence[Chunk]], *, timeout: float | None = None) -> list[Vectors]:
+        """Each document's chunk vectors, in batches that never mix documents or token lengths.
+
+        The int8 model quantises its activations by the range of the whole batch (padding
+        included), so a chunk batched with another document's chunks gets a slightly different
+        vector depending on which files happened to share an SQS batch; with a document's own
+        chunks of the same length it always gets the same one, and nothing is padded.
+        """
+        batches: list[tuple[int, list[int]]] = []
+        for number, chunks in enumerate(documents):
+            order = sorted(range(len(chunks)), key=lambda i: (-chunks[i].token_count, i))
+            batch: list[int] = []
+            for i in order:
+                if batch and (len(batch) == BATCH_SIZE or chunks[batch[0]].token_count != chunks[i].token_count):
+                    batches.append((number, batch))
+                    batch = []
+                batch.append(i)
+            if batch:
+                batches.append((number, batch))
+        results = [np.zeros((len(chunks), self.dimensions), dtype=np.float32) for chunks in documents]
+        inputs = [[self._item(documents[number][i]) for i in batch] for number, batch in batches]
+        for (number, batch), vectors in zip(batches, self._runs.map(self._embed_batch, inputs), strict=True):
+            results[number][batch] = vectors
+        return results
+
+    def _item(self, chunk: Chunk) -> str | tuple[int, ...]:
+        return chunk.text if chunk.token_ids is None or self._wrap is None else chunk.token_ids
 
     def embed(self, texts: Sequence[str], *, timeout: float | None = None) -> Vectors:
         # Runs on this CPU and cannot be interrupted: `timeout` only matters to callers that
