@@ -88,7 +88,7 @@ def group_documents(
        then sits inside the biggest topic, whose documents' small offsets from it are blown
        up to unit length, so that topic looks like many and the small ones look alike.
     2. Topics are not spheres: the chosen groups are refined by a linear discriminant with one
-       shared, shrunk covariance (hard EM of a tied-covariance Gaussian mixture), which
+       shared, shrunk covariance (soft EM of a tied-covariance Gaussian mixture), which
        follows the directions along which documents of one topic actually vary.
     3. Every document is assigned by that model, block by block (memory stays at the input).
 

@@ -121,12 +121,9 @@ class OnnxEmbedder:
 
     def embed_chunks(self, chunks: Sequence[Chunk], *, timeout: float | None = None) -> Vectors:
         """As `embed` of the chunks' texts; a chunk with token ids is not tokenised again."""
-        if self._wrap is None:
-            return self.embed([chunk.text for chunk in chunks], timeout=timeout)
-        items = [self._item(chunk) for chunk in chunks]
         # Batched by text length, as `embed` batches: the int8 model's activations are quantised
         # per batch, so the same batches give exactly `embed`'s vectors.
-        return self._embed_items(items, [len(chunk.text) for chunk in chunks])
+        return self._embed_items([self._item(chunk) for chunk in chunks], [len(chunk.text) for chunk in chunks])
 
     def embed_documents(self, documents: Sequence[Sequence[Chunk]], *, timeout: float | None = None) -> list[Vectors]:
         """Each document's chunk vectors, in batches that never mix documents or token lengths.
