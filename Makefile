@@ -7,6 +7,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # The `onnx` provider's model: a build artifact of `make model`, never committed.
 MODEL_DIR := build/model
 MODEL := $(MODEL_DIR)/model.onnx
+# The labelled research corpora, read in place: AUTOTAG_CORPORA if set, else beside the
+# checkout, else /work/shared/corpora (as tests/conftest.py looks for them).
+CORPORA ?= $(or $(AUTOTAG_CORPORA),$(firstword $(wildcard ../shared/corpora /work/shared/corpora)),../shared/corpora)
 
 .PHONY: install demo test lint typecheck check eval-bbc clean tools template-check build bench-quality chromium model model-layer bench
 
@@ -60,11 +63,11 @@ model-layer: $(MODEL)
 
 # Speed, size and memory figures (about 15 minutes on 2 cores): benchmarks/results/.
 bench: install
-	$(BIN)/python -m benchmarks.bench --corpus ../shared/corpora/bbc-news
+	$(BIN)/python -m benchmarks.bench --corpus $(CORPORA)/bbc-news
 
 # NMI of the categories against the labelled BBC News corpus (research use, read in place).
 eval-bbc: install
-	$(BIN)/python benchmarks/nmi.py ../shared/corpora/bbc-news
+	$(BIN)/python benchmarks/nmi.py $(CORPORA)/bbc-news
 
 # Deployment tooling, each in its own environment: their pins conflict with each other and
 # with the project's. Versions are pinned so that CI checks the template with known rules.
@@ -110,7 +113,7 @@ chromium:
 # torch==2.13.0 (the CPU build) so nothing pulls CUDA.
 bench-quality: install
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[local,dev,bench]"
-	$(BIN)/python benchmarks/quality.py ../shared/corpora/bbc-news
+	$(BIN)/python benchmarks/quality.py $(CORPORA)/bbc-news
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .autotag out .aws-sam
@@ -124,7 +127,7 @@ extraction-size: install
 
 # First-chunk vs all-chunks document vectors on the BBC corpus (chunk vectors cached in out/).
 eval-long-documents: install
-	$(BIN)/python benchmarks/long_documents.py ../shared/corpora/bbc-news
+	$(BIN)/python benchmarks/long_documents.py $(CORPORA)/bbc-news
 
 .PHONY: chaos
 
